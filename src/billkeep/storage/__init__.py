@@ -1,0 +1,1 @@
+"""Storage: one SQLAlchemy Core schema, two engines (SQLite embedded, PostgreSQL production)."""
