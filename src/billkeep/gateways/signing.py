@@ -51,7 +51,9 @@ def compute_signature(payload: bytes, secret: str, timestamp_s: int) -> str:
 def sign_header(payload: bytes, secrets: Sequence[str], timestamp_s: int) -> str:
     """The header value a gateway sends: one v1 per secret."""
     assert secrets, "at least one secret signs"
-    parts = [f"t={timestamp_s}"] + [f"v1={compute_signature(payload, s, timestamp_s)}" for s in secrets]
+    parts = [f"t={timestamp_s}"] + [
+        f"v1={compute_signature(payload, s, timestamp_s)}" for s in secrets
+    ]
     return ",".join(parts)
 
 
