@@ -394,8 +394,8 @@ class SimStore:
         # and serialises transactions on a lock instead.
         self._shared_lock: threading.RLock | None = threading.RLock() if path == ":memory:" else None
         self._shared: sqlite3.Connection | None = self._open() if path == ":memory:" else None
-        with self.write() as tx:
-            tx.conn.executescript("SAVEPOINT schema;" + _SCHEMA + "RELEASE schema;")
+        # Every statement is idempotent (IF NOT EXISTS / OR IGNORE), so a restart re-runs it safely.
+        self._connection().executescript(_SCHEMA)
 
     @property
     def path(self) -> str:
