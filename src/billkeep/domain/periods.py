@@ -260,9 +260,7 @@ def period_index_at(
     return index
 
 
-def period_at(
-    anchor_ms: int, interval: Interval, interval_count: int, at_ms: int
-) -> Period | None:
+def period_at(anchor_ms: int, interval: Interval, interval_count: int, at_ms: int) -> Period | None:
     """The period containing `at_ms`, or None before period 0."""
     index = period_index_at(anchor_ms, interval, interval_count, at_ms)
     if index is None:
