@@ -183,7 +183,10 @@ def test_trial_days_move_the_anchor_to_the_trial_end() -> None:
     anchor_ms = billing_anchor_ms(start_ms, 14)
     assert anchor_ms == utc_ms(2025, 1, 31, 12)
     # The first billing period starts at trial end, and the anchor day is the trial end's day.
-    assert period_bounds(anchor_ms, "month", 1, 0) == (utc_ms(2025, 1, 31, 12), utc_ms(2025, 2, 28, 12))
+    assert period_bounds(anchor_ms, "month", 1, 0) == (
+        utc_ms(2025, 1, 31, 12),
+        utc_ms(2025, 2, 28, 12),
+    )
     assert ymd(period_bounds(anchor_ms, "month", 1, 2)[0]) == (2025, 3, 31)
     # During the trial there is no billing period.
     assert period_index_at(anchor_ms, "month", 1, start_ms) is None

@@ -105,7 +105,15 @@ def test_volume_prices_all_units_at_the_reached_tier(
 
 @pytest.mark.parametrize(
     ("quantity", "packages", "amount"),
-    [(0, 0, 0), (1, 1, 250), (99, 1, 250), (100, 1, 250), (101, 2, 500), (200, 2, 500), (201, 3, 750)],
+    [
+        (0, 0, 0),
+        (1, 1, 250),
+        (99, 1, 250),
+        (100, 1, 250),
+        (101, 2, 500),
+        (200, 2, 500),
+        (201, 3, 750),
+    ],
 )
 def test_package_rounds_partial_packages_up(quantity: int, packages: int, amount: int) -> None:
     lines = price_lines(PACKAGE, quantity)
@@ -235,7 +243,9 @@ def test_package_count_is_the_ceiling(size: int, quantity: int, amount: int) -> 
         (7, [2, 3, 5], [1, 2, 4]),
     ],
 )
-def test_largest_remainder_allocation(total_minor: int, weights: list[int], parts: list[int]) -> None:
+def test_largest_remainder_allocation(
+    total_minor: int, weights: list[int], parts: list[int]
+) -> None:
     assert allocate_largest_remainder(total_minor, weights) == parts
 
 

@@ -113,8 +113,14 @@ def test_subscription_subject_and_missing_properties() -> None:
         (event(properties={"x": float("nan")}), REJECT_INVALID_PROPERTIES),
         (event(properties={"x": 2**63}), REJECT_INVALID_PROPERTIES),
         (event(properties={"": 1}), REJECT_INVALID_PROPERTIES),
-        (event(properties={"s": "x" * (MAX_PROPERTY_STRING_LENGTH + 1)}), REJECT_INVALID_PROPERTIES),
-        (event(properties={f"k{i}": 1 for i in range(MAX_PROPERTIES + 1)}), REJECT_INVALID_PROPERTIES),
+        (
+            event(properties={"s": "x" * (MAX_PROPERTY_STRING_LENGTH + 1)}),
+            REJECT_INVALID_PROPERTIES,
+        ),
+        (
+            event(properties={f"k{i}": 1 for i in range(MAX_PROPERTIES + 1)}),
+            REJECT_INVALID_PROPERTIES,
+        ),
         (event(properties={f"k{i}": "x" * 1000 for i in range(9)}), REJECT_INVALID_PROPERTIES),
     ],
 )
