@@ -162,7 +162,7 @@ def _check_same(
         .where(postings.c.tenant_id == tenant_id, postings.c.entry_id == row.id)
         .order_by(postings.c.seq)
     ).all()
-    field = diff_postings([tuple(r) for r in stored], specs)  # type: ignore[misc]
+    field = diff_postings([(str(a), str(d), int(m), str(c)) for a, d, m, c in stored], specs)
     if field is None:
         field = "description" if row.description != description else "resource_id"
         if row.resource_id == resource_id and row.description == description:

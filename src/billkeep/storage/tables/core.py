@@ -147,6 +147,8 @@ charges = sa.Table(
     sa.Column("description", sa.Text(), nullable=True),
     sa.Column("metadata", sa.Text(), nullable=False),
     sa.Column("current_attempt", sa.Integer(), nullable=False),
+    # Set when the charge pays an invoice: the invoice posted the sale, the charge only the payment.
+    sa.Column("invoice_id", sa.String(40), nullable=True),
     time_column("created_at_ms"),
     time_column("updated_at_ms"),
     sa.PrimaryKeyConstraint("tenant_id", "id"),

@@ -89,6 +89,7 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("metadata", sa.Text(), nullable=False),
         sa.Column("current_attempt", sa.Integer(), nullable=False),
+        sa.Column("invoice_id", sa.String(length=40), nullable=True),
         sa.Column("created_at_ms", sa.BigInteger(), nullable=False),
         sa.Column("updated_at_ms", sa.BigInteger(), nullable=False),
         sa.CheckConstraint("amount_minor > 0", name=op.f("ck_charges_amount_positive")),

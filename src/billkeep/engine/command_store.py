@@ -1,0 +1,312 @@
+"""Rows of the command ledger: insert, find, claim (lease + fencing), transition, release.
+
+Every state change goes through `transition()`, which checks the state machine, the caller's
+fencing token, and appends to `command_transitions` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from billkeep.domain.commands import CommandState, check_transition, is_final
+from billkeep.domain.errors import LeaseLost
+from billkeep.domain.ids import new_id
+from billkeep.storage.tables.core import command_transitions, commands, idempotency_keys
+
+__all__ = [
+    "START_POINT",
+    "CommandRow",
+    "claim",
+    "find_by_business_key",
+    "find_by_idempotency_key",
+    "insert_command",
+    "load_command",
+    "lock_command",
+    "transition",
+]
+
+START_POINT = "started"
+MAX_DETAIL_LENGTH = 2000
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    tenant_id: str
+    id: str
+    operation: str
+    idempotency_key: str | None
+    business_key: str | None
+    fingerprint: str
+    request: dict[str, Any]
+    state: CommandState
+    recovery_point: str
+    attempts: int
+    lease_owner: str | None
+    lease_expires_at_ms: int | None
+    fencing_token: int
+    response_status: int | None
+    response_body: str | None
+    resource_id: str | None
+    next_attempt_at_ms: int | None
+    key_expires_at_ms: int | None
+    created_at_ms: int
+    completed_at_ms: int | None
+
+    @property
+    def is_final(self) -> bool:
+        return is_final(self.state)
+
+    def lease_live(self, now_ms: int) -> bool:
+        return self.lease_owner is not None and (self.lease_expires_at_ms or 0) > now_ms
+
+    @classmethod
+    def from_row(cls, row: Any) -> CommandRow:
+        return cls(
+            tenant_id=row.tenant_id,
+            id=row.id,
+            operation=row.operation,
+            idempotency_key=row.idempotency_key,
+            business_key=row.business_key,
+            fingerprint=row.fingerprint,
+            request=json.loads(row.request),
+            state=CommandState(row.state),
+            recovery_point=row.recovery_point,
+            attempts=row.attempts,
+            lease_owner=row.lease_owner,
+            lease_expires_at_ms=row.lease_expires_at_ms,
+            fencing_token=row.fencing_token,
+            response_status=row.response_status,
+            response_body=row.response_body,
+            resource_id=row.resource_id,
+            next_attempt_at_ms=row.next_attempt_at_ms,
+            key_expires_at_ms=row.key_expires_at_ms,
+            created_at_ms=row.created_at_ms,
+            completed_at_ms=row.completed_at_ms,
+        )
+
+
+def _select(tenant_id: str, command_id: str) -> sa.Select[Any]:
+    return sa.select(commands).where(commands.c.tenant_id == tenant_id, commands.c.id == command_id)
+
+
+def load_command(conn: Connection, tenant_id: str, command_id: str) -> CommandRow | None:
+    row = conn.execute(_select(tenant_id, command_id)).first()
+    return None if row is None else CommandRow.from_row(row)
+
+
+def lock_command(conn: Connection, tenant_id: str, command_id: str) -> CommandRow | None:
+    """Load with a row lock on PostgreSQL (SQLite's BEGIN IMMEDIATE already serialises writers)."""
+    query = _select(tenant_id, command_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return None if row is None else CommandRow.from_row(row)
+
+
+def find_by_idempotency_key(
+    conn: Connection, tenant_id: str, operation: str, key: str, now_ms: int
+) -> CommandRow | None:
+    """The command holding this key, or None; an expired key is freed on the way."""
+    where = (
+        (idempotency_keys.c.tenant_id == tenant_id)
+        & (idempotency_keys.c.operation == operation)
+        & (idempotency_keys.c.idempotency_key == key)
+    )
+    row = conn.execute(sa.select(idempotency_keys).where(where)).first()
+    if row is None:
+        return None
+    if row.expires_at_ms is not None and row.expires_at_ms <= now_ms:
+        conn.execute(idempotency_keys.delete().where(where))
+        return None
+    return lock_command(conn, tenant_id, row.command_id)
+
+
+def find_by_business_key(conn: Connection, tenant_id: str, business_key: str) -> CommandRow | None:
+    row = conn.execute(
+        sa.select(commands.c.id).where(
+            commands.c.tenant_id == tenant_id, commands.c.business_key == business_key
+        )
+    ).first()
+    return None if row is None else lock_command(conn, tenant_id, row.id)
+
+
+def insert_command(
+    conn: Connection,
+    *,
+    tenant_id: str,
+    operation: str,
+    request_json: str,
+    fingerprint: str,
+    idempotency_key: str | None,
+    business_key: str | None,
+    actor: str,
+    now_ms: int,
+) -> str:
+    """Record the intent. Unique constraints make a concurrent duplicate fail here, not later."""
+    command_id = new_id("cmd", now_ms)
+    conn.execute(
+        commands.insert().values(
+            tenant_id=tenant_id,
+            id=command_id,
+            operation=operation,
+            idempotency_key=idempotency_key,
+            business_key=business_key,
+            fingerprint=fingerprint,
+            request=request_json,
+            state=CommandState.CREATED.value,
+            recovery_point=START_POINT,
+            attempts=0,
+            lease_owner=None,
+            lease_expires_at_ms=None,
+            fencing_token=0,
+            created_at_ms=now_ms,
+            updated_at_ms=now_ms,
+        )
+    )
+    if idempotency_key is not None:
+        conn.execute(
+            idempotency_keys.insert().values(
+                tenant_id=tenant_id,
+                operation=operation,
+                idempotency_key=idempotency_key,
+                command_id=command_id,
+                created_at_ms=now_ms,
+                expires_at_ms=None,
+            )
+        )
+    _append_history(
+        conn, tenant_id, command_id, None, CommandState.CREATED, START_POINT, actor, None, now_ms
+    )
+    return command_id
+
+
+def _append_history(
+    conn: Connection,
+    tenant_id: str,
+    command_id: str,
+    from_state: CommandState | None,
+    to_state: CommandState,
+    recovery_point: str,
+    actor: str,
+    detail: str | None,
+    now_ms: int,
+) -> None:
+    last = conn.execute(
+        sa.select(sa.func.max(command_transitions.c.seq)).where(
+            command_transitions.c.tenant_id == tenant_id,
+            command_transitions.c.command_id == command_id,
+        )
+    ).scalar()
+    conn.execute(
+        command_transitions.insert().values(
+            tenant_id=tenant_id,
+            command_id=command_id,
+            seq=(last or 0) + 1,
+            from_state=None if from_state is None else from_state.value,
+            to_state=to_state.value,
+            recovery_point=recovery_point,
+            actor=actor[:128],
+            detail=None if detail is None else detail[:MAX_DETAIL_LENGTH],
+            at_ms=now_ms,
+        )
+    )
+
+
+def claim(conn: Connection, row: CommandRow, owner: str, now_ms: int, lease_ms: int) -> int:
+    """Take the lease on a non-final command; returns the new fencing token.
+
+    The caller has checked (under the row lock) that no live lease is held by someone else.
+    """
+    assert not row.is_final, "a final command is replayed, never claimed"
+    token = row.fencing_token + 1
+    taken_over = row.state == CommandState.RUNNING and row.lease_owner is not None
+    detail = f"lease taken over from {row.lease_owner}" if taken_over else "claimed"
+    updated = conn.execute(
+        commands.update()
+        .where(
+            commands.c.tenant_id == row.tenant_id,
+            commands.c.id == row.id,
+            commands.c.fencing_token == row.fencing_token,
+        )
+        .values(
+            state=CommandState.RUNNING.value,
+            lease_owner=owner,
+            lease_expires_at_ms=now_ms + lease_ms,
+            fencing_token=token,
+            attempts=row.attempts + 1,
+            updated_at_ms=now_ms,
+        )
+    ).rowcount
+    if updated != 1:
+        raise LeaseLost(f"command {row.id} was claimed concurrently")
+    check_transition(row.state, CommandState.RUNNING)
+    _append_history(
+        conn,
+        row.tenant_id,
+        row.id,
+        row.state,
+        CommandState.RUNNING,
+        row.recovery_point,
+        owner,
+        detail,
+        now_ms,
+    )
+    return token
+
+
+def transition(
+    conn: Connection,
+    *,
+    tenant_id: str,
+    command_id: str,
+    fencing_token: int,
+    from_state: CommandState,
+    to_state: CommandState,
+    recovery_point: str,
+    actor: str,
+    now_ms: int,
+    detail: str | None = None,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Move a command along its state machine, fenced: a stale token raises LeaseLost."""
+    check_transition(from_state, to_state)
+    updated = conn.execute(
+        commands.update()
+        .where(
+            commands.c.tenant_id == tenant_id,
+            commands.c.id == command_id,
+            commands.c.fencing_token == fencing_token,
+            commands.c.state == from_state.value,
+        )
+        .values(
+            state=to_state.value,
+            recovery_point=recovery_point,
+            updated_at_ms=now_ms,
+            **(values or {}),
+        )
+    ).rowcount
+    if updated != 1:
+        raise LeaseLost(f"command {command_id}: fencing token {fencing_token} is no longer current")
+    _append_history(
+        conn, tenant_id, command_id, from_state, to_state, recovery_point, actor, detail, now_ms
+    )
+
+
+def set_key_expiry(conn: Connection, row: CommandRow, expires_at_ms: int) -> None:
+    if row.idempotency_key is None:
+        return
+    conn.execute(
+        idempotency_keys.update()
+        .where(
+            idempotency_keys.c.tenant_id == row.tenant_id,
+            idempotency_keys.c.operation == row.operation,
+            idempotency_keys.c.idempotency_key == row.idempotency_key,
+            idempotency_keys.c.command_id == row.id,
+        )
+        .values(expires_at_ms=expires_at_ms)
+    )

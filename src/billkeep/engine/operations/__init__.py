@@ -1,0 +1,1 @@
+"""Billing commands, each an Operation run by the executor."""
