@@ -1,0 +1,1 @@
+"""Shared test support: database provisioning for both engines."""
