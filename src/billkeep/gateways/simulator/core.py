@@ -20,7 +20,7 @@ from billkeep.gateways.simulator.errors import (
     not_found,
 )
 from billkeep.gateways.simulator.fees import FeeSchedule
-from billkeep.gateways.simulator.idempotency import InFlightKeys, fingerprint, validate_key
+from billkeep.gateways.simulator.idempotency import fingerprint, validate_key
 from billkeep.gateways.simulator.limits import (
     ASYNC_SETTLE_DEFAULT_MS,
     IDEMPOTENCY_RETENTION_MS,
@@ -78,7 +78,6 @@ class SimulatorCore:
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.config = config or SimConfig()
-        self._in_flight = InFlightKeys()
         self._id_salt = self._load_id_salt()
 
     def _load_id_salt(self) -> str:
@@ -113,6 +112,8 @@ class SimulatorCore:
 
         Parameter errors raised by the effect roll everything back and store nothing (as Stripe:
         only requests that started executing are saved); declines and successes are stored.
+        Concurrent calls with one key serialise on the write lock and the later one replays; the
+        HTTP layer turns that overlap into Stripe's 409 (see InFlightKeys) before calling here.
         """
         if idempotency_key is None:
             with self.store.write() as tx:
@@ -120,7 +121,7 @@ class SimulatorCore:
         key = validate_key(idempotency_key)
         fields = asdict(params) if is_dataclass(params) and not isinstance(params, type) else params
         digest = fingerprint(operation, fields)
-        with self._in_flight.hold(key), self.store.write() as tx:
+        with self.store.write() as tx:
             now_ms = self.clock.now_ms()
             stored = tx.get_idempotency(key)
             if stored is not None and stored.created_ms + self.config.idempotency_retention_ms <= now_ms:

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from billkeep.gateways.simulator.core import SimulatorCore
 from billkeep.gateways.simulator.errors import StripeError, invalid_request
 from billkeep.gateways.simulator.faults import FaultInjector
+from billkeep.gateways.simulator.idempotency import InFlightKeys
 from billkeep.gateways.simulator.limits import MAX_BODY_BYTES
 from billkeep.gateways.simulator.objects import API_VERSION
 from billkeep.gateways.simulator.result import SimResponse
@@ -26,6 +27,7 @@ class SimContext:
     core: SimulatorCore
     faults: FaultInjector
     dispatcher: WebhookDispatcher | None
+    in_flight: InFlightKeys
 
 
 async def read_body(request: Request) -> bytes:

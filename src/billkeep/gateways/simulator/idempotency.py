@@ -12,7 +12,7 @@ from typing import Any
 from billkeep.gateways.simulator.errors import StripeError, invalid_request
 from billkeep.gateways.simulator.limits import IDEMPOTENCY_KEY_MAX_CHARS
 
-__all__ = ["InFlightKeys", "fingerprint", "validate_key"]
+__all__ = ["InFlightKeys", "KeyClaim", "fingerprint", "validate_key"]
 
 
 def fingerprint(operation: str, params: Any) -> str:
@@ -30,6 +30,17 @@ def validate_key(key: str) -> str:
     return key
 
 
+class KeyClaim:
+    """One request's hold on a key; releasing twice, or after someone else took it, is harmless."""
+
+    def __init__(self, owner: InFlightKeys, key: str) -> None:
+        self._owner = owner
+        self.key = key
+
+    def release(self) -> None:
+        self._owner._release(self)
+
+
 class InFlightKeys:
     """Keys whose request is executing right now in this process.
 
@@ -40,12 +51,13 @@ class InFlightKeys:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._keys: set[str] = set()
+        self._claims: dict[str, KeyClaim] = {}
 
     @contextmanager
-    def hold(self, key: str) -> Iterator[None]:
+    def hold(self, key: str) -> Iterator[KeyClaim]:
+        claim = KeyClaim(self, key)
         with self._lock:
-            if key in self._keys:
+            if key in self._claims:
                 raise StripeError(
                     409,
                     "invalid_request_error",
@@ -54,9 +66,13 @@ class InFlightKeys:
                     "going through): " + key + ". Please try again later.",
                     code="idempotency_key_in_use",
                 )
-            self._keys.add(key)
+            self._claims[key] = claim
         try:
-            yield
+            yield claim
         finally:
-            with self._lock:
-                self._keys.discard(key)
+            claim.release()
+
+    def _release(self, claim: KeyClaim) -> None:
+        with self._lock:
+            if self._claims.get(claim.key) is claim:
+                del self._claims[claim.key]

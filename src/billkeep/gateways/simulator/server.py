@@ -13,6 +13,7 @@ from billkeep.gateways.simulator.core import SimConfig, SimulatorCore
 from billkeep.gateways.simulator.faults import FaultInjector
 from billkeep.gateways.simulator.fees import FeeSchedule
 from billkeep.gateways.simulator.http_common import SimContext
+from billkeep.gateways.simulator.idempotency import InFlightKeys
 from billkeep.gateways.simulator.limits import (
     ASYNC_SETTLE_DEFAULT_MS,
     WEBHOOK_MAX_ATTEMPTS,
@@ -65,7 +66,7 @@ def build_app(config: ServerConfig, clock: Clock | None = None) -> Starlette:
             retry_base_ms=config.webhook_retry_base_ms,
         )
     worker = BackgroundWorker(core, dispatcher, config.poll_interval_ms)
-    return create_app(SimContext(core, faults, dispatcher), worker)
+    return create_app(SimContext(core, faults, dispatcher, InFlightKeys()), worker)
 
 
 def run_server(config: ServerConfig) -> None:

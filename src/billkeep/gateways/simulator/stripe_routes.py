@@ -21,6 +21,7 @@ from billkeep.gateways.simulator.http_common import (
     read_body,
     sim_response,
 )
+from billkeep.gateways.simulator.idempotency import KeyClaim, validate_key
 from billkeep.gateways.simulator.params import (
     parse_customer_create,
     parse_list,
@@ -66,7 +67,18 @@ async def _run(request: Request, operation: Operation) -> Response:
     context: SimContext = request.app.state.sim
     _authenticate(request)
     form = await _form(request)
-    idempotency_key = request.headers.get("idempotency-key") if request.method == "POST" else None
+    key = request.headers.get("idempotency-key") if request.method == "POST" else None
+    if key is None:
+        return await _apply_faults(request, context, operation, form, None)
+    # The key is "in use" from arrival (injected latency included) until its effect commits.
+    with context.in_flight.hold(validate_key(key)) as claim:
+        return await _apply_faults(request, context, operation, form, claim)
+
+
+async def _apply_faults(
+    request: Request, context: SimContext, operation: Operation, form: Form, claim: KeyClaim | None
+) -> Response:
+    key = None if claim is None else claim.key
     decision = context.faults.decide(request.method, request.url.path)
     if decision.latency_ms:
         await asyncio.sleep(decision.latency_ms / 1000)  # never blocks other requests
@@ -74,15 +86,18 @@ async def _run(request: Request, operation: Operation) -> Response:
         raise api_error(decision.status_code, "Injected fault: error before commit; nothing happened.")
     params = dict(request.path_params)
     try:
-        response = await run_in_threadpool(operation, context.core, form, params, idempotency_key)
+        response = await run_in_threadpool(operation, context.core, form, params, key)
     except StripeError as error:
         response = SimResponse.from_error(error)
     if decision.kind is FaultKind.ERROR_AFTER_COMMIT:
         raise api_error(decision.status_code, "Injected fault: error after commit.")
     if decision.kind is FaultKind.TIMEOUT_AFTER_COMMIT:
         # The effect is committed; the caller's timeout fires long before this answer leaves.
+        # Its key is released first, so the caller's retry replays instead of getting a 409.
+        if claim is not None:
+            claim.release()
         await asyncio.sleep(decision.hold_ms / 1000)
-    return sim_response(response, idempotency_key=idempotency_key)
+    return sim_response(response, idempotency_key=key)
 
 
 def _endpoint(operation: Operation) -> Callable[[Request], object]:
