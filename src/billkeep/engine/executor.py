@@ -132,7 +132,12 @@ class Executor:
             if isinstance(outcome, CommandResult):
                 return outcome
             if isinstance(outcome, _Claimed):
-                return self._run(op, outcome.row, outcome.token, who)
+                try:
+                    return self._run(op, outcome.row, outcome.token, who)
+                except LeaseLost as exc:
+                    # Our lease expired mid-way and another worker took the command over: it is
+                    # still running, under its new owner. Nothing of ours was committed after that.
+                    raise IdempotencyKeyInUse(str(exc), retry_after_s=1) from exc
             remaining_ms = deadline_ms - self.services.clock.now_ms()
             if remaining_ms <= 0:
                 raise IdempotencyKeyInUse(
