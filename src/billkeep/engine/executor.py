@@ -232,7 +232,8 @@ class Executor:
             assert step is not None, (
                 f"{op.name} has no step for recovery point {ctx.recovery_point}"
             )
-            crashpoint(f"{op.name}:{ctx.recovery_point}:before")
+            point = ctx.recovery_point
+            crashpoint(f"{op.name}:{point}:before")
             try:
                 result = self._run_step(ctx, step)
             except (LeaseLost, ValidationFailed):
@@ -244,7 +245,7 @@ class Executor:
             except Exception as exc:
                 self._release_after_error(ctx, exc)
                 raise CommandIncomplete(f"{type(exc).__name__}: {exc}", ctx.command_id) from exc
-            crashpoint(f"{op.name}:{ctx.recovery_point}:after_commit")
+            crashpoint(f"{op.name}:{point}:after_commit")
             if isinstance(result, CommandResult):
                 return result
         raise AssertionError(f"{op.name} exceeded {MAX_STEPS_PER_RUN} steps")
