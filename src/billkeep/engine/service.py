@@ -23,7 +23,9 @@ __all__ = ["Billkeep", "core_operations"]
 
 def core_operations() -> dict[str, Operation]:
     operations: list[Operation] = [CreateCustomer(), CreateCharge(), CreateRefund()]
-    return {op.name: op for op in operations}
+    from billkeep.billing.operations import billing_operations  # billing builds on the engine
+
+    return {op.name: op for op in operations} | billing_operations()
 
 
 class Billkeep:
