@@ -28,8 +28,8 @@ def test_every_primary_and_unique_key_leads_with_tenant_id() -> None:
     for table in metadata.tables.values():
         if table.name == "tenants":
             continue
-        assert list(table.primary_key.columns)[0].name == "tenant_id", table.name
+        assert next(iter(table.primary_key.columns)).name == "tenant_id", table.name
         for constraint in table.constraints:
             columns = getattr(constraint, "columns", None)
             if constraint.__class__.__name__ == "UniqueConstraint" and columns is not None:
-                assert list(columns)[0].name == "tenant_id", f"{table.name}: {constraint.name}"
+                assert next(iter(columns)).name == "tenant_id", f"{table.name}: {constraint.name}"
