@@ -39,11 +39,20 @@ class SimProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        # One client for the whole run: building an httpx client (TLS context) costs ~40 ms.
+        self.http = httpx.Client(timeout=10)
 
     def start(self) -> SimProcess:
         args = [
-            sys.executable, "-m", "billkeep.gateways.simulator",
-            "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
+            sys.executable,
+            "-m",
+            "billkeep.gateways.simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(
@@ -54,7 +63,7 @@ class SimProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"simulator exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
             try:
-                if httpx.get(f"{self.url}/_sim/state", timeout=0.5).status_code == 200:
+                if self.http.get(f"{self.url}/_sim/state", timeout=0.5).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.05)
@@ -79,29 +88,27 @@ class SimProcess:
         return self.start()
 
     def client(self) -> stripe.StripeClient:
-        return stripe.StripeClient(
-            API_KEY, base_addresses={"api": self.url}, max_network_retries=0
-        )
+        return stripe.StripeClient(API_KEY, base_addresses={"api": self.url}, max_network_retries=0)
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
-        response = httpx.request(method, f"{self.url}{path}", json=body, timeout=10)
+        response = self.http.request(method, f"{self.url}{path}", json=body)
         assert response.status_code == 200, response.text
         return response.json()
 
     def state(self) -> Any:
         return self.control("GET", "/_sim/state")
 
-    def post(self, path: str, data: dict[str, str], *, key: str | None = None,
-             timeout_s: float = 10) -> httpx.Response:
+    def post(
+        self, path: str, data: dict[str, str], *, key: str | None = None, timeout_s: float = 10
+    ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {API_KEY}"}
         if key is not None:
             headers["Idempotency-Key"] = key
-        return httpx.post(f"{self.url}{path}", data=data, headers=headers, timeout=timeout_s)
+        return self.http.post(f"{self.url}{path}", data=data, headers=headers, timeout=timeout_s)
 
     def get(self, path: str, params: dict[str, str] | None = None) -> httpx.Response:
-        return httpx.get(
-            f"{self.url}{path}", params=params,
-            headers={"Authorization": f"Bearer {API_KEY}"}, timeout=10,
+        return self.http.get(
+            f"{self.url}{path}", params=params, headers={"Authorization": f"Bearer {API_KEY}"}
         )
 
 
@@ -117,6 +124,19 @@ def sim_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for sim in started:
         sim.stop()
+        sim.http.close()
+
+
+@pytest.fixture(scope="module")
+def shared_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
+    """One process for a module's tests that assert only on their own objects (saves startups)."""
+    sim = SimProcess(
+        tmp_path_factory.mktemp("shared") / "sim.db", ["--seed", "3", "--async-settle-ms", "0"]
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+    sim.http.close()
 
 
 @pytest.fixture

@@ -68,7 +68,9 @@ def test_async_payments_settle_on_the_injected_clock(tmp_path: Path) -> None:
     clock = ManualClock()
     core = _core(tmp_path, clock, async_settle_ms=5_000)
     intent = core.create_payment_intent(
-        PaymentIntentCreate(amount=500, currency="usd", payment_method="pm_card_async", confirm=True)
+        PaymentIntentCreate(
+            amount=500, currency="usd", payment_method="pm_card_async", confirm=True
+        )
     ).body
     assert intent["status"] == "processing"
     clock.advance(4_999)
@@ -93,8 +95,11 @@ def test_bulk_generation_lists_and_searches(tmp_path: Path) -> None:
     assert result.created == 250
     state = core.state()["payment_intents"]
     assert state["by_status"] == {"succeeded": 250}
-    window = core.list("payment_intent", ListRequest(limit=100, created_gte_s=1_000, created_lt_s=1_100),
-                       "/v1/payment_intents")
+    window = core.list(
+        "payment_intent",
+        ListRequest(limit=100, created_gte_s=1_000, created_lt_s=1_100),
+        "/v1/payment_intents",
+    )
     assert len(window["data"]) == 10 and not window["has_more"]
     found = core.search_payment_intents(SearchRequest(query="metadata['b']:'1'", limit=100))
     assert len(found["data"]) == 100 and found["has_more"]
@@ -114,22 +119,37 @@ def test_fees_are_integer_and_rounded_half_up() -> None:
 
 
 def test_form_parsing_bracket_notation() -> None:
-    form = parse_form("amount=5&metadata[a]=1&metadata[b]=x%20y&created[gte]=3&expand[]=p&expand[]=q")
-    assert form == {"amount": "5", "metadata": {"a": "1", "b": "x y"}, "created": {"gte": "3"},
-                    "expand": ["p", "q"]}
+    form = parse_form(
+        "amount=5&metadata[a]=1&metadata[b]=x%20y&created[gte]=3&expand[]=p&expand[]=q"
+    )
+    assert form == {
+        "amount": "5",
+        "metadata": {"a": "1", "b": "x y"},
+        "created": {"gte": "3"},
+        "expand": ["p", "q"],
+    }
     with pytest.raises(StripeError):
         parse_form("amount=1&amount=2")
 
 
 def test_fault_injector_count_probability_and_prefix_match() -> None:
     faults = FaultInjector(seed=3)
-    faults.configure({"rules": [
-        {"match": {"method": "POST", "path": "/v1/refunds*"}, "fault": "error_after_commit",
-         "count": 2},
-    ]})
+    faults.configure(
+        {
+            "rules": [
+                {
+                    "match": {"method": "POST", "path": "/v1/refunds*"},
+                    "fault": "error_after_commit",
+                    "count": 2,
+                },
+            ]
+        }
+    )
     assert faults.decide("GET", "/v1/refunds").kind is None
     assert faults.decide("POST", "/v1/refunds/re_1").kind is FaultKind.ERROR_AFTER_COMMIT
     assert faults.decide("POST", "/v1/refunds").kind is FaultKind.ERROR_AFTER_COMMIT
     assert faults.decide("POST", "/v1/refunds").kind is None  # count exhausted
-    faults.configure({"seed": 1, "rules": [{"fault": "latency", "latency_ms": 5, "probability": 0}]})
+    faults.configure(
+        {"seed": 1, "rules": [{"fault": "latency", "latency_ms": 5, "probability": 0}]}
+    )
     assert faults.decide("GET", "/v1/events").is_noop

@@ -11,7 +11,10 @@ import pytest
 import stripe
 
 PAYMENT = {
-    "amount": "1500", "currency": "usd", "payment_method": "pm_card_visa", "confirm": "true",
+    "amount": "1500",
+    "currency": "usd",
+    "payment_method": "pm_card_visa",
+    "confirm": "true",
     "metadata[billkeep_command]": "cmd_fault",
 }
 
@@ -53,13 +56,25 @@ def test_same_key_with_other_parameters_is_an_idempotency_error(sim: Any) -> Non
 
 def test_concurrent_use_of_a_key_is_409(sim: Any) -> None:
     # The first request is slowed by 600 ms of injected latency, so the second overlaps it.
-    sim.control("POST", "/_sim/faults", {"rules": [
-        {"match": {"method": "POST", "path": "/v1/payment_intents"}, "fault": "latency",
-         "latency_ms": 600, "count": 1},
-    ]})
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        {
+            "rules": [
+                {
+                    "match": {"method": "POST", "path": "/v1/payment_intents"},
+                    "fault": "latency",
+                    "latency_ms": 600,
+                    "count": 1,
+                },
+            ]
+        },
+    )
     results: dict[str, httpx.Response] = {}
     slow = threading.Thread(
-        target=lambda: results.update(first=sim.post("/v1/payment_intents", PAYMENT, key="key-busy"))
+        target=lambda: results.update(
+            first=sim.post("/v1/payment_intents", PAYMENT, key="key-busy")
+        )
     )
     slow.start()
     time.sleep(0.2)
@@ -99,10 +114,20 @@ def test_many_threads_one_key_one_payment(sim: Any) -> None:
 
 
 def test_timeout_after_commit_the_payment_exists(sim: Any) -> None:
-    sim.control("POST", "/_sim/faults", {"rules": [
-        {"match": {"method": "POST", "path": "/v1/payment_intents"},
-         "fault": "timeout_after_commit", "hold_ms": 3000, "count": 1},
-    ]})
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        {
+            "rules": [
+                {
+                    "match": {"method": "POST", "path": "/v1/payment_intents"},
+                    "fault": "timeout_after_commit",
+                    "hold_ms": 3000,
+                    "count": 1,
+                },
+            ]
+        },
+    )
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):
         sim.post("/v1/payment_intents", PAYMENT, key="key-timeout", timeout_s=0.5)
@@ -115,10 +140,20 @@ def test_timeout_after_commit_the_payment_exists(sim: Any) -> None:
 
 
 def test_error_before_commit_nothing_happens(sim: Any) -> None:
-    sim.control("POST", "/_sim/faults", {"rules": [
-        {"match": {"method": "POST", "path": "/v1/payment_intents"},
-         "fault": "error_before_commit", "status_code": 503, "count": 1},
-    ]})
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        {
+            "rules": [
+                {
+                    "match": {"method": "POST", "path": "/v1/payment_intents"},
+                    "fault": "error_before_commit",
+                    "status_code": 503,
+                    "count": 1,
+                },
+            ]
+        },
+    )
     failed = sim.post("/v1/payment_intents", PAYMENT, key="key-before")
     assert failed.status_code == 503 and failed.json()["error"]["type"] == "api_error"
     assert sim.state()["payment_intents"]["total"] == 0
@@ -129,14 +164,28 @@ def test_error_before_commit_nothing_happens(sim: Any) -> None:
 
 def test_error_after_commit_the_payment_exists(sim: Any) -> None:
     client = sim.client()
-    sim.control("POST", "/_sim/faults", {"rules": [
-        {"match": {"method": "POST", "path": "/v1/payment_intents*"},
-         "fault": "error_after_commit", "count": 1},
-    ]})
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        {
+            "rules": [
+                {
+                    "match": {"method": "POST", "path": "/v1/payment_intents*"},
+                    "fault": "error_after_commit",
+                    "count": 1,
+                },
+            ]
+        },
+    )
     with pytest.raises(stripe.APIError) as failed:
         client.v1.payment_intents.create(
-            params={"amount": 1500, "currency": "usd", "payment_method": "pm_card_visa",
-                    "confirm": True, "metadata": {"billkeep_command": "cmd_fault"}},
+            params={
+                "amount": 1500,
+                "currency": "usd",
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+                "metadata": {"billkeep_command": "cmd_fault"},
+            },
             options={"idempotency_key": "key-after"},
         )
     assert failed.value.http_status == 500
@@ -150,10 +199,19 @@ def test_error_after_commit_the_payment_exists(sim: Any) -> None:
 
 
 def test_latency_delays_then_answers_normally(sim: Any) -> None:
-    sim.control("POST", "/_sim/faults", {"rules": [
-        {"match": {"method": "GET", "path": "/v1/customers*"}, "fault": "latency",
-         "latency_ms": 400},
-    ]})
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        {
+            "rules": [
+                {
+                    "match": {"method": "GET", "path": "/v1/customers*"},
+                    "fault": "latency",
+                    "latency_ms": 400,
+                },
+            ]
+        },
+    )
     customer = sim.client().v1.customers.create()
     started = time.monotonic()
     fetched = sim.get(f"/v1/customers/{customer.id}")
@@ -166,10 +224,20 @@ def test_latency_delays_then_answers_normally(sim: Any) -> None:
 
 
 def _fault_pattern(sim: Any, seed: int) -> list[int]:
-    sim.control("POST", "/_sim/faults", {"seed": seed, "rules": [
-        {"match": {"method": "GET", "path": "/v1/events"}, "fault": "error_before_commit",
-         "probability": 0.5},
-    ]})
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        {
+            "seed": seed,
+            "rules": [
+                {
+                    "match": {"method": "GET", "path": "/v1/events"},
+                    "fault": "error_before_commit",
+                    "probability": 0.5,
+                },
+            ],
+        },
+    )
     return [sim.get("/v1/events").status_code for _ in range(24)]
 
 
@@ -189,6 +257,8 @@ def test_invalid_fault_plans_are_refused(sim: Any) -> None:
     bad = httpx.post(f"{sim.url}/_sim/faults", json={"rules": [{"fault": "explode"}]}, timeout=5)
     assert bad.status_code == 400
     bad_probability = httpx.post(
-        f"{sim.url}/_sim/faults", json={"rules": [{"fault": "latency", "probability": 2}]}, timeout=5
+        f"{sim.url}/_sim/faults",
+        json={"rules": [{"fault": "latency", "probability": 2}]},
+        timeout=5,
     )
     assert bad_probability.status_code == 400

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-PAYMENT = {"amount": "700", "currency": "usd", "payment_method": "pm_card_visa", "confirm": "true",
-           "metadata[billkeep_command]": "cmd_restart"}
+PAYMENT = {
+    "amount": "700",
+    "currency": "usd",
+    "payment_method": "pm_card_visa",
+    "confirm": "true",
+    "metadata[billkeep_command]": "cmd_restart",
+}
 
 
 def test_state_survives_kill_and_restart(sim: Any) -> None:

@@ -15,8 +15,18 @@ PAY = {"amount": 900, "currency": "usd", "payment_method": "pm_card_visa", "conf
 
 def _start(sim_factory: Any, receiver: Any, *extra: str) -> Any:
     return sim_factory(
-        "--seed", "11", "--webhook-url", receiver.url, "--webhook-secret", WEBHOOK_SECRET,
-        "--webhook-retry-base-ms", "100", "--poll-interval-ms", "20", "--async-settle-ms", "0",
+        "--seed",
+        "11",
+        "--webhook-url",
+        receiver.url,
+        "--webhook-secret",
+        WEBHOOK_SECRET,
+        "--webhook-retry-base-ms",
+        "100",
+        "--poll-interval-ms",
+        "20",
+        "--async-settle-ms",
+        "0",
         *extra,
     )
 
@@ -36,11 +46,16 @@ def test_events_arrive_signed_and_verify(sim_factory: Any, receiver: Any) -> Non
     client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 100})
     events = [_verified(r) for r in receiver.wait_for(3)]
     assert sorted(e.type for e in events) == [
-        "charge.refunded", "payment_intent.succeeded", "refund.created"
+        "charge.refunded",
+        "payment_intent.succeeded",
+        "refund.created",
     ]
     succeeded = next(e for e in events if e.type == "payment_intent.succeeded")
     assert succeeded.data.object.id == intent.id
-    assert succeeded.id == client.v1.events.list(params={"type": "payment_intent.succeeded"}).data[0].id
+    assert (
+        succeeded.id
+        == client.v1.events.list(params={"type": "payment_intent.succeeded"}).data[0].id
+    )
     tampered = receiver.received[0].body.replace(b"usd", b"eur")
     try:
         stripe.WebhookSignature.verify_header(
@@ -73,7 +88,9 @@ def test_non_2xx_is_retried_with_backoff(sim_factory: Any, receiver: Any) -> Non
 
 def test_attempts_are_bounded(sim_factory: Any, receiver: Any) -> None:
     receiver.fail_first = 1_000
-    sim = _start(sim_factory, receiver, "--webhook-max-attempts", "3", "--webhook-retry-base-ms", "20")
+    sim = _start(
+        sim_factory, receiver, "--webhook-max-attempts", "3", "--webhook-retry-base-ms", "20"
+    )
     sim.client().v1.payment_intents.create(params=PAY)
     for _ in range(100):
         if sim.state()["webhooks"]["failed"] == 1:
@@ -107,11 +124,18 @@ def test_drop_first_attempt_then_retry(sim_factory: Any, receiver: Any) -> None:
 def _shuffled_order(sim_factory: Any, receiver: Any, seed: int) -> tuple[list[str], list[str]]:
     sim = _start(sim_factory, receiver)
     # Every event waits a minute (delay fault), so all are pending when the flush sends them.
-    sim.control("POST", "/_sim/faults", {
-        "seed": seed, "webhooks": {"shuffle": True, "delay_ms": [60_000, 60_000]},
-    })
+    sim.control(
+        "POST",
+        "/_sim/faults",
+        {
+            "seed": seed,
+            "webhooks": {"shuffle": True, "delay_ms": [60_000, 60_000]},
+        },
+    )
     client = sim.client()
-    created = [client.v1.payment_intents.create(params={**PAY, "amount": 100 + i}).id for i in range(8)]
+    created = [
+        client.v1.payment_intents.create(params={**PAY, "amount": 100 + i}).id for i in range(8)
+    ]
     time.sleep(0.3)
     assert receiver.received == [] and sim.state()["webhooks"]["pending"] == 8
     assert sim.control("POST", "/_sim/webhooks/flush")["attempted"] == 8

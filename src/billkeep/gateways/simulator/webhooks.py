@@ -13,8 +13,6 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
-import httpx
-
 from billkeep.gateways.signing import sign_header
 from billkeep.gateways.simulator.core import SimulatorCore
 from billkeep.gateways.simulator.errors import JsonObject
@@ -38,6 +36,8 @@ _PURGE_INTERVAL_MS = 60_000  # expired idempotency keys are also ignored on look
 
 
 def httpx_transport(timeout_ms: int = WEBHOOK_TIMEOUT_MS) -> Transport:
+    import httpx  # imported lazily: it is the slowest import of a simulator start
+
     client = httpx.Client(timeout=timeout_ms / 1000)
 
     def send(url: str, body: bytes, headers: dict[str, str]) -> int:
