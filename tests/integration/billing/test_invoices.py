@@ -7,12 +7,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-from billkeep.billing.runs import run_billing_cycle
-from billkeep.domain.clock import ManualClock
-from billkeep.domain.periods import MS_PER_DAY, ms_from_civil
-from billkeep.engine.service import Billkeep
-from billkeep.storage.tables.billing import usage_events
 from tests.integration.billing.helpers import (
     create_customer,
     create_metric,
@@ -24,6 +18,12 @@ from tests.integration.billing.helpers import (
     ledger_totals,
     lines_of,
 )
+
+from billkeep.billing.runs import run_billing_cycle
+from billkeep.domain.clock import ManualClock
+from billkeep.domain.periods import MS_PER_DAY, ms_from_civil
+from billkeep.engine.service import Billkeep
+from billkeep.storage.tables.billing import usage_events
 
 JAN_1 = ms_from_civil(2026, 1, 1)
 FEB_1 = ms_from_civil(2026, 2, 1)
