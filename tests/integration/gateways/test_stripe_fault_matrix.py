@@ -11,9 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
-from billkeep.domain.clock import ManualClock
-from billkeep.gateways.simulator_process import SimulatorProcess
 from tests.integration.gateways.stripe_harness import (
     CLIENT_READ_TIMEOUT_MS,
     Harness,
@@ -21,6 +18,9 @@ from tests.integration.gateways.stripe_harness import (
     make_harness,
     shared_sim,
 )
+
+from billkeep.domain.clock import ManualClock
+from billkeep.gateways.simulator_process import SimulatorProcess
 
 __all__ = ["shared_sim"]
 
