@@ -122,7 +122,7 @@ def test_timeout_after_commit_the_payment_exists(sim: Any) -> None:
                 {
                     "match": {"method": "POST", "path": "/v1/payment_intents"},
                     "fault": "timeout_after_commit",
-                    "hold_ms": 3000,
+                    "hold_ms": 1500,
                     "count": 1,
                 },
             ]
