@@ -11,7 +11,7 @@ from billkeep.gateways.simulator.limits import (
 )
 from billkeep.gateways.simulator.server import ServerConfig, run_server
 
-__all__ = ["gateway_sim"]
+__all__ = ["gateway_sim", "register"]
 
 
 def gateway_sim(
@@ -47,3 +47,7 @@ def gateway_sim(
             webhook_retry_base_ms=webhook_retry_base_ms,
         )
     )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gateway-sim")(gateway_sim)
