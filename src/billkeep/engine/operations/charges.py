@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 MAX_ATTEMPTS = 10  # new attempts only follow proof of no payment; more than this is a loop
+# A lookup proves absence only for calls older than this: longer than any client timeout plus the
+# gateway's search lag (Stripe's search is eventually consistent, about a minute behind).
+LOOKUP_GRACE_MS = 5 * 60_000
 
 
 def attempt_key(command_id: str, attempt_number: int) -> str:
@@ -217,6 +220,14 @@ class CreateCharge:
             return _Resolution(
                 "result", attempt.attempt_number, result, "repeated with the same key"
             )
+        last_sent_ms = attempt.sent_at_ms or attempt.created_at_ms
+        if ctx.now_ms() < last_sent_ms + LOOKUP_GRACE_MS:
+            # The key was last sent moments ago (e.g. it kept failing before execution for a day):
+            # a request may still be executing, and Stripe's search lags. "Not found" now would
+            # not prove absence; ask again after the grace.
+            return _Resolution(
+                "lookup_failed", attempt.attempt_number, detail="last call too recent to look up"
+            )
         try:
             found = gateway.find_payments(ctx.command_id)
         except GatewayLookupFailed as exc:
@@ -237,7 +248,12 @@ class CreateCharge:
         charge = load_charge(conn, ctx.tenant_id, _rid(ctx), lock=True)
         if answer.kind == "lookup_failed":
             return _unknown(
-                ctx, conn, charge, answer.attempt_number, f"lookup failed: {answer.detail}"
+                ctx,
+                conn,
+                charge,
+                answer.attempt_number,
+                f"lookup failed: {answer.detail}",
+                sent=False,
             )
         next_number = answer.attempt_number + 1
         assert next_number <= MAX_ATTEMPTS, f"charge {charge.id}: too many attempts"
@@ -319,13 +335,16 @@ def _update_attempt(
     now_ms: int,
     resolution: str | None = None,
     bump_tries: bool = False,
+    sent: bool = True,
 ) -> int:
     where = (
         (charge_attempts.c.tenant_id == ctx.tenant_id)
         & (charge_attempts.c.charge_id == charge_id)
         & (charge_attempts.c.attempt_number == number)
     )
-    values: dict[str, Any] = {"status": status, "sent_at_ms": now_ms}
+    values: dict[str, Any] = {"status": status}
+    if sent:  # the attempt's key was just sent (a lookup sends nothing: it must not move this)
+        values["sent_at_ms"] = now_ms
     if reference is not None:
         values["gateway_reference"] = reference
     if resolution is not None:
@@ -418,10 +437,24 @@ def _apply_result(
 
 
 def _unknown(
-    ctx: StepContext, conn: Connection, charge: Any, attempt_number: int, note: str
+    ctx: StepContext,
+    conn: Connection,
+    charge: Any,
+    attempt_number: int,
+    note: str,
+    *,
+    sent: bool = True,
 ) -> Suspend:
     tries = _update_attempt(
-        conn, ctx, charge.id, attempt_number, "unknown", None, ctx.now_ms(), bump_tries=True
+        conn,
+        ctx,
+        charge.id,
+        attempt_number,
+        "unknown",
+        None,
+        ctx.now_ms(),
+        bump_tries=True,
+        sent=sent,
     )
     return Suspend(
         CommandState.AWAITING_OUTCOME,
