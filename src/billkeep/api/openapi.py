@@ -127,10 +127,16 @@ _COMMAND_HEADERS = {
 }
 
 
-def _patch_operation(operation: dict[str, Any]) -> None:
+def _patch_operation(path: str, operation: dict[str, Any]) -> None:
     is_command = bool(operation.pop("x-billkeep-command", False))
     responses = operation.setdefault("responses", {})
     responses["422"] = _problem(422)
+    # Any route may meet these, whoever wrote it: document them once, here.
+    generic = (
+        [500, 503] + ([404] if "{" in path else []) + ([401] if operation.get("security") else [])
+    )
+    for status in generic:
+        responses.setdefault(str(status), _problem(status))
     for status, response in responses.items():
         headers = response.setdefault("headers", {})
         headers["Request-Id"] = _REQUEST_ID_HEADER
@@ -160,9 +166,9 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         ref_template=_REF_TEMPLATE,
     )
     schemas.update(definitions.get("$defs", {}))
-    for path_item in document.get("paths", {}).values():
+    for path, path_item in document.get("paths", {}).items():
         for operation in path_item.values():
-            _patch_operation(operation)
+            _patch_operation(path, operation)
     return document
 
 
