@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["GatewayEndpoint", "StaticWebhookEndpoints", "WebhookEndpoints"]
+__all__ = [
+    "ConfigStoreEndpoints",
+    "GatewayEndpoint",
+    "StaticWebhookEndpoints",
+    "WebhookEndpoints",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,3 +45,23 @@ class StaticWebhookEndpoints:
 
     def lookup(self, gateway_id: str) -> GatewayEndpoint | None:
         return self._by_id.get(gateway_id)
+
+
+class _CredentialsById(Protocol):
+    def credentials_by_id(self, gateway_id: str) -> Any | None: ...
+
+
+class ConfigStoreEndpoints:
+    """Endpoints from the gateway configuration store (billkeep.gateways.config): the webhook
+    secrets are decrypted per request, so a rotation takes effect at once."""
+
+    def __init__(self, store: _CredentialsById) -> None:
+        self._store = store
+
+    def lookup(self, gateway_id: str) -> GatewayEndpoint | None:
+        credentials = self._store.credentials_by_id(gateway_id)
+        if credentials is None or not credentials.webhook_secrets:
+            return None
+        return GatewayEndpoint(
+            credentials.tenant_id, credentials.gateway_id, tuple(credentials.webhook_secrets)
+        )

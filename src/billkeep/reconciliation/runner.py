@@ -1,0 +1,325 @@
+"""One reconciliation run: stage the gateway's window, merge it with the ledger, heal what is
+safe, persist every break with its evidence, summarize.
+
+Memory is bounded: gateway pages are written to the staging table as they arrive, both sides are
+read back with streaming cursors in match-key order, and breaks are written in batches. A run that
+is resumed (after a crash) starts its window over: staging and breaks of the run are replaced, and
+heals are idempotent, so nothing is healed or reported twice.
+
+Windows: records are fetched `boundary_margin_ms` beyond both ends so that a charge and its
+payment created on either side of a boundary still pair up; a result is kept only when one of its
+records was created inside [from, to) (the neighbouring window reports the others).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from billkeep.domain.clock import Clock
+from billkeep.domain.ids import new_id
+from billkeep.reconciliation.heals import apply_heals
+from billkeep.reconciliation.matching import (
+    BREAK_KINDS,
+    DEFAULT_GRACE_PERIOD_MS,
+    MatchConfig,
+    MatchKind,
+    MatchResult,
+    match_records,
+)
+from billkeep.reconciliation.records import gateway_records, ledger_records
+from billkeep.reconciliation.sources import GatewaySource, SourceFee, SourcePayment
+from billkeep.storage.database import Database
+from billkeep.storage.tables.reconciliation import (
+    reconciliation_breaks,
+    reconciliation_runs,
+    staged_gateway_fees,
+    staged_gateway_payments,
+)
+
+__all__ = [
+    "ReconciliationConfig",
+    "ReconciliationRunner",
+    "empty_summary",
+]
+
+Progress = Callable[[str, int], None]  # (phase, records done in that phase)
+
+
+@dataclass(frozen=True)
+class ReconciliationConfig:
+    grace_period_ms: int = DEFAULT_GRACE_PERIOD_MS
+    boundary_margin_ms: int = 5 * 60_000
+    break_batch_size: int = 500
+    max_window_ms: int = 93 * 24 * 3600 * 1000  # a quarter: bigger windows should be split
+
+    def __post_init__(self) -> None:
+        assert self.grace_period_ms >= 0 and self.boundary_margin_ms >= 0
+        assert self.break_batch_size >= 1 and self.max_window_ms > 0
+
+
+def empty_summary() -> dict[str, Any]:
+    return {
+        "gateway_records": 0,
+        "ledger_records": 0,
+        "matched": 0,
+        "healed": 0,
+        "breaks": {kind.value: 0 for kind in sorted(BREAK_KINDS)},
+    }
+
+
+@dataclass
+class _Tally:
+    summary: dict[str, Any] = field(default_factory=empty_summary)
+
+    def count(self, result: MatchResult, healed: bool) -> None:
+        s = self.summary
+        s["gateway_records"] += result.gateway is not None
+        s["ledger_records"] += result.ledger is not None
+        s["matched"] += result.kind is MatchKind.MATCHED
+        s["healed"] += healed
+        if result.is_break:
+            s["breaks"][result.kind.value] += 1
+
+
+def _evidence(value: Any) -> str:
+    return json.dumps(dict(value), sort_keys=True, separators=(",", ":"), default=list)
+
+
+class ReconciliationRunner:
+    def __init__(self, db: Database, clock: Clock, config: ReconciliationConfig | None = None):
+        self.db = db
+        self.clock = clock
+        self.config = config or ReconciliationConfig()
+
+    # -- run rows ----------------------------------------------------------------------------
+    def create_run(
+        self,
+        conn: Connection,
+        tenant_id: str,
+        gateway_id: str,
+        from_ms: int,
+        to_ms: int,
+        command_id: str | None = None,
+    ) -> str:
+        now_ms = self.clock.now_ms()
+        run_id = new_id("rec", now_ms)
+        conn.execute(
+            reconciliation_runs.insert().values(
+                tenant_id=tenant_id,
+                id=run_id,
+                command_id=command_id,
+                gateway_id=gateway_id,
+                from_ms=from_ms,
+                to_ms=to_ms,
+                status="running",
+                grace_period_ms=self.config.grace_period_ms,
+                summary=json.dumps(empty_summary(), sort_keys=True),
+                error=None,
+                created_at_ms=now_ms,
+                completed_at_ms=None,
+            )
+        )
+        return run_id
+
+    def run(
+        self, tenant_id: str, run_id: str, source: GatewaySource, progress: Progress | None = None
+    ) -> dict[str, Any]:
+        """Execute (or re-execute from scratch) a recorded run; returns its summary."""
+        run = self.db.run_read(lambda conn: _load_run(conn, tenant_id, run_id))
+        margin = self.config.boundary_margin_ms
+        lo, hi = run.from_ms - margin, run.to_ms + margin
+        self.db.run_write(lambda conn: _clear(conn, tenant_id, run_id))
+        self._stage(tenant_id, run_id, source, lo, hi, progress)
+        summary = self._merge(tenant_id, run_id, run.from_ms, run.to_ms, lo, hi, progress)
+        self.db.run_write(
+            lambda conn: _complete(conn, tenant_id, run_id, summary, self.clock.now_ms())
+        )
+        return summary
+
+    # -- staging -----------------------------------------------------------------------------
+    def _stage(
+        self,
+        tenant_id: str,
+        run_id: str,
+        source: GatewaySource,
+        lo: int,
+        hi: int,
+        progress: Progress | None,
+    ) -> None:
+        staged = 0
+        for page in source.payments(lo, hi):
+            self._write_page(_stage_payments, tenant_id, run_id, page)
+            staged += len(page)
+            if progress:
+                progress("gateway_payments", staged)
+        staged = 0
+        for fee_page in source.fees(lo, hi):
+            self._write_page(_stage_fees, tenant_id, run_id, fee_page)
+            staged += len(fee_page)
+            if progress:
+                progress("gateway_fees", staged)
+
+    def _write_page(
+        self,
+        stage: Callable[[Connection, str, str, Any], None],
+        tenant_id: str,
+        run_id: str,
+        page: Any,
+    ) -> None:
+        def work(conn: Connection) -> None:
+            stage(conn, tenant_id, run_id, page)
+
+        self.db.run_write(work)
+
+    # -- merge -------------------------------------------------------------------------------
+    def _merge(
+        self,
+        tenant_id: str,
+        run_id: str,
+        from_ms: int,
+        to_ms: int,
+        lo: int,
+        hi: int,
+        progress: Progress | None,
+    ) -> dict[str, Any]:
+        tally = _Tally()
+        batch: list[dict[str, Any]] = []
+        config = MatchConfig(
+            now_ms=self.clock.now_ms(), grace_period_ms=self.config.grace_period_ms
+        )
+        seen = 0
+        with self.db.read() as gateway_conn, self.db.read() as ledger_conn:
+            results = match_records(
+                gateway_records(gateway_conn, tenant_id, run_id),
+                ledger_records(ledger_conn, tenant_id, lo, hi),
+                config,
+            )
+            for result in _inside(results, from_ms, to_ms):
+                resolutions = self._heal(tenant_id, run_id, result)
+                tally.count(result, bool(resolutions))
+                if result.is_break:
+                    batch.append(self._break_row(tenant_id, run_id, result, resolutions))
+                if len(batch) >= self.config.break_batch_size:
+                    self._flush(batch)
+                seen += 1
+                if progress and seen % 1000 == 0:
+                    progress("matched", seen)
+        self._flush(batch)
+        if progress:
+            progress("matched", seen)
+        return tally.summary
+
+    def _heal(self, tenant_id: str, run_id: str, result: MatchResult) -> list[str]:
+        if not result.heals:
+            return []
+        return self.db.run_write(
+            lambda conn: apply_heals(conn, tenant_id, run_id, result.heals, self.clock.now_ms())
+        )
+
+    def _break_row(
+        self, tenant_id: str, run_id: str, result: MatchResult, resolutions: list[str]
+    ) -> dict[str, Any]:
+        now_ms = self.clock.now_ms()
+        return {
+            "tenant_id": tenant_id,
+            "id": new_id("brk", now_ms),
+            "run_id": run_id,
+            "type": result.kind.value,
+            "match_key": result.match_key,
+            "gateway_reference": result.gateway_reference,
+            "resource_id": result.resource_id,
+            "expected": _evidence(result.expected),
+            "actual": _evidence(result.actual),
+            "healed": bool(resolutions),
+            "resolution": ",".join(resolutions) or ("healable" if result.heals else None),
+            "created_at_ms": now_ms,
+        }
+
+    def _flush(self, batch: list[dict[str, Any]]) -> None:
+        if batch:
+            rows = list(batch)
+            self.db.run_write(lambda conn: conn.execute(reconciliation_breaks.insert(), rows))
+            batch.clear()
+
+
+def _inside(results: Iterator[MatchResult], from_ms: int, to_ms: int) -> Iterator[MatchResult]:
+    for result in results:
+        created = [r.created_ms for r in (result.gateway, result.ledger) if r is not None]
+        if any(from_ms <= c < to_ms for c in created):
+            yield result
+
+
+def _load_run(conn: Connection, tenant_id: str, run_id: str) -> Any:
+    return conn.execute(
+        sa.select(reconciliation_runs).where(
+            reconciliation_runs.c.tenant_id == tenant_id, reconciliation_runs.c.id == run_id
+        )
+    ).one()
+
+
+def _clear(conn: Connection, tenant_id: str, run_id: str) -> None:
+    for table in (staged_gateway_payments, staged_gateway_fees, reconciliation_breaks):
+        conn.execute(table.delete().where(table.c.tenant_id == tenant_id, table.c.run_id == run_id))
+
+
+def _stage_payments(
+    conn: Connection, tenant_id: str, run_id: str, page: list[SourcePayment]
+) -> None:
+    if not page:
+        return
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "run_id": run_id,
+            "reference": p.reference,
+            # matching.gateway_match_key: the command when known, else the payment itself.
+            "match_key": p.command_ref or p.reference,
+            "command_ref": p.command_ref,
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+            "status": p.status.value,
+            "charge_reference": p.charge_reference,
+            "amount_refunded_minor": p.amount_refunded_minor,
+            "created_ms": p.created_ms,
+        }
+        for p in page
+    ]
+    conn.execute(staged_gateway_payments.insert(), rows)
+
+
+def _stage_fees(conn: Connection, tenant_id: str, run_id: str, page: list[SourceFee]) -> None:
+    if not page:
+        return
+    conn.execute(
+        staged_gateway_fees.insert(),
+        [
+            {
+                "tenant_id": tenant_id,
+                "run_id": run_id,
+                "balance_transaction": f.balance_transaction,
+                "charge_reference": f.charge_reference,
+                "fee_minor": f.fee_minor,
+            }
+            for f in page
+        ],
+    )
+
+
+def _complete(
+    conn: Connection, tenant_id: str, run_id: str, summary: dict[str, Any], now_ms: int
+) -> None:
+    for table in (staged_gateway_payments, staged_gateway_fees):
+        conn.execute(table.delete().where(table.c.tenant_id == tenant_id, table.c.run_id == run_id))
+    conn.execute(
+        reconciliation_runs.update()
+        .where(reconciliation_runs.c.tenant_id == tenant_id, reconciliation_runs.c.id == run_id)
+        .values(
+            status="completed", summary=json.dumps(summary, sort_keys=True), completed_at_ms=now_ms
+        )
+    )

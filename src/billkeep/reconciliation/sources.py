@@ -1,0 +1,219 @@
+"""Where a reconciliation reads the gateway's records: payment intents and their fees (balance
+transactions) created in a window, page by page, never all at once.
+
+`GatewaySource` is the protocol; `StripeSource` reads Stripe (or the simulator) through the
+official `stripe` package against the gateway's api_base, `SimulatorStoreSource` reads a
+simulator's store in-process (benchmarks, deterministic tests), `InMemorySource` serves unit tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import stripe
+
+from billkeep.reconciliation.matching import GatewayStatus
+
+__all__ = [
+    "COMMAND_METADATA_KEY",
+    "PAGE_SIZE",
+    "GatewaySource",
+    "InMemorySource",
+    "SimulatorStoreSource",
+    "SourceFee",
+    "SourcePayment",
+    "StripeSource",
+    "StripeSourceFactory",
+    "fee_from_balance_transaction",
+    "payment_from_intent",
+]
+
+COMMAND_METADATA_KEY = "billkeep_command"
+PAGE_SIZE = 100  # Stripe's maximum list page
+_STATUS = {
+    "succeeded": GatewayStatus.SUCCEEDED,
+    "processing": GatewayStatus.PROCESSING,
+    "requires_payment_method": GatewayStatus.REQUIRES_PAYMENT_METHOD,
+    "canceled": GatewayStatus.CANCELED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePayment:
+    reference: str
+    command_ref: str | None
+    amount_minor: int
+    currency: str
+    status: GatewayStatus
+    created_ms: int
+    charge_reference: str | None
+    amount_refunded_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFee:
+    balance_transaction: str
+    charge_reference: str
+    fee_minor: int
+
+
+class GatewaySource(Protocol):
+    def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
+        """Pages of the payment intents created in [from_ms, to_ms)."""
+        ...
+
+    def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
+        """Pages of the charge balance transactions created in [from_ms, to_ms)."""
+        ...
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def payment_from_intent(intent: Any) -> SourcePayment:
+    metadata = _get(intent, "metadata") or {}
+    command = _get(metadata, COMMAND_METADATA_KEY)
+    raw_status = str(_get(intent, "status"))
+    status = _STATUS.get(raw_status, GatewayStatus.PROCESSING)  # requires_action etc.: undecided
+    if status is GatewayStatus.REQUIRES_PAYMENT_METHOD and _get(intent, "last_payment_error"):
+        status = GatewayStatus.FAILED
+    latest_charge = _get(intent, "latest_charge")
+    if not isinstance(latest_charge, str):
+        latest_charge = _get(latest_charge, "id")
+    return SourcePayment(
+        reference=str(_get(intent, "id")),
+        command_ref=command if isinstance(command, str) and command else None,
+        amount_minor=int(_get(intent, "amount")),
+        currency=str(_get(intent, "currency")),
+        status=status,
+        created_ms=int(_get(intent, "created")) * 1000,
+        charge_reference=latest_charge,
+    )
+
+
+def fee_from_balance_transaction(txn: Any) -> SourceFee | None:
+    source = _get(txn, "source")
+    if not isinstance(source, str):
+        source = _get(source, "id")
+    if _get(txn, "type") != "charge" or not isinstance(source, str):
+        return None
+    return SourceFee(str(_get(txn, "id")), source, int(_get(txn, "fee") or 0))
+
+
+def _pages(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    page: list[Any] = []
+    for item in items:
+        page.append(item)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+class StripeSource:
+    """Stripe's list endpoints with `created[gte]`/`created[lt]`, auto-paginated (100 per page)."""
+
+    def __init__(self, api_key: str, api_base: str, *, timeout_s: float = 30.0) -> None:
+        http_client = stripe.HTTPXClient(timeout=timeout_s, allow_sync_methods=True)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base},
+            http_client=http_client,
+            max_network_retries=2,  # reads only: retrying a list page is always safe
+        )
+
+    def _window(self, from_ms: int, to_ms: int) -> dict[str, Any]:
+        # Stripe filters by whole seconds: round outward, the window filter happens later.
+        return {"created": {"gte": from_ms // 1000, "lt": -(-to_ms // 1000)}, "limit": PAGE_SIZE}
+
+    def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
+        listing = self._client.v1.payment_intents.list(params=self._window(from_ms, to_ms))  # type: ignore[arg-type]
+        for page in _pages(listing.auto_paging_iter(), PAGE_SIZE):
+            yield [payment_from_intent(intent) for intent in page]
+
+    def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
+        listing = self._client.v1.balance_transactions.list(params=self._window(from_ms, to_ms))  # type: ignore[arg-type]
+        for page in _pages(listing.auto_paging_iter(), PAGE_SIZE):
+            fees = [fee_from_balance_transaction(txn) for txn in page]
+            yield [fee for fee in fees if fee is not None]
+
+
+class _CredentialsStore(Protocol):
+    def credentials(self, tenant_id: str, gateway_id: str) -> Any: ...
+
+
+class StripeSourceFactory:
+    """Sources for configured gateways (billkeep.gateways.config's store)."""
+
+    def __init__(self, store: _CredentialsStore) -> None:
+        self._store = store
+
+    def __call__(self, tenant_id: str, gateway_id: str) -> GatewaySource:
+        credentials = self._store.credentials(tenant_id, gateway_id)
+        return StripeSource(credentials.api_key, credentials.api_base)
+
+
+class SimulatorStoreSource:
+    """Reads a gateway simulator's store in-process, in large pages (no HTTP): for benchmarks."""
+
+    def __init__(self, core: Any, page_size: int = 5_000) -> None:
+        self._core = core
+        self._page_size = page_size
+
+    def _objects(self, kind: str, from_ms: int, to_ms: int) -> Iterator[list[Mapping[str, Any]]]:
+        from billkeep.gateways.simulator.store import ListWindow
+
+        after_seq: int | None = None
+        while True:
+            window = ListWindow(
+                limit=self._page_size,
+                gte_s=from_ms // 1000,
+                lt_s=-(-to_ms // 1000),
+                after_seq=after_seq,
+            )
+            with self._core.store.read() as tx:
+                items, has_more = tx.list_objects(kind, window)
+            if items:
+                yield [item.obj for item in items]
+                after_seq = items[-1].seq
+            if not has_more or not items:
+                return
+
+    def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
+        for page in self._objects("payment_intent", from_ms, to_ms):
+            yield [payment_from_intent(obj) for obj in page]
+
+    def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
+        for page in self._objects("balance_transaction", from_ms, to_ms):
+            fees = [fee_from_balance_transaction(obj) for obj in page]
+            yield [fee for fee in fees if fee is not None]
+
+
+class InMemorySource:
+    """A fixed set of gateway records (unit tests)."""
+
+    def __init__(
+        self,
+        payments: Iterable[SourcePayment] = (),
+        fees: Iterable[SourceFee] = (),
+        page_size: int = 3,
+    ) -> None:
+        self.payment_list = list(payments)
+        self.fee_list = list(fees)
+        self._page_size = page_size
+
+    def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
+        chosen = (p for p in self.payment_list if from_ms <= p.created_ms < to_ms)
+        yield from _pages(chosen, self._page_size)
+
+    def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
+        yield from _pages(self.fee_list, self._page_size)
+
+
+SourceFactory = Callable[[str, str], GatewaySource]
