@@ -49,17 +49,16 @@ def serve(
     """Serve the HTTP API. The schema is migrated once before the workers start."""
     import uvicorn
 
-    from billkeep.storage.database import Database, database_url_from_env
-    from billkeep.storage.migrate import upgrade_to_head
+    from billkeep.runtime import open_billkeep
+    from billkeep.storage.database import database_url_from_env
 
     url = database_url or database_url_from_env()
     os.environ["BILLKEEP_DATABASE_URL"] = url  # the workers build their app from the environment
     os.environ["BILLKEEP_LOG_LEVEL"] = log_level.upper()
-    db = Database(url)
-    try:
-        upgrade_to_head(db)
-    finally:
-        db.dispose()
+    # Build the engine once here: it migrates the schema before any worker starts, and a bad
+    # configuration (no secret key, unreachable database) stops the command with its reason
+    # instead of a loop of dying workers.
+    open_billkeep(url, migrate=True).close()
     os.environ["BILLKEEP_MIGRATE_ON_START"] = "0"
     created = prepare_metrics_dir(workers)
     try:
