@@ -21,6 +21,7 @@ from billkeep.domain.errors import BillkeepError, NotFound
 from billkeep.engine.queries import DEFAULT_PAGE_LIMIT
 from billkeep.engine.service import Billkeep
 from billkeep.gateways.signing import SignatureInvalid, TimestampOutOfTolerance
+from billkeep.reconciliation.wiring import webhook_service_for
 from billkeep.webhooks import queries
 from billkeep.webhooks.inbox import Received, WebhookPayloadInvalid, WebhookTooLarge
 from billkeep.webhooks.metrics import WEBHOOKS_RECEIVED, WEBHOOKS_REJECTED
@@ -58,16 +59,14 @@ class WebhookTooLargeError(BillkeepError):
 
 
 def get_webhook_service(request: Request) -> WebhookService:
-    """The app's WebhookService (`app.state.webhook_service`), built from the engine if unset:
-    endpoints then come from `billkeep.webhook_endpoints` when the gateway configuration set it."""
+    """The app's WebhookService (`app.state.webhook_service`); built on first use from the
+    gateway configuration store (secrets and lookups per configured gateway) when unset."""
     state = request.app.state
     service = getattr(state, APP_STATE_KEY, None)
     if service is None:
         billkeep = state.billkeep
         assert isinstance(billkeep, Billkeep)
-        endpoints = getattr(billkeep, "webhook_endpoints", None)
-        objects = getattr(billkeep, "gateway_objects", None)
-        service = WebhookService.create(billkeep.db, billkeep.clock, endpoints, objects=objects)
+        service = webhook_service_for(billkeep)
         setattr(state, APP_STATE_KEY, service)
     assert isinstance(service, WebhookService)
     return service
