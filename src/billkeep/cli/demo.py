@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -11,10 +12,13 @@ from rich.progress import Progress
 
 from billkeep.demo.charges_act import ChargeBurst, run_charge_burst
 from billkeep.demo.render import render_charge_report
+from billkeep.demo.resolutions import render_resolution_report, resolution_report
 from billkeep.engine.service import Billkeep
 from billkeep.engine.steps import EngineConfig
 from billkeep.gateways.fake import FakeGateway, RandomFaults
 from billkeep.gateways.protocol import StaticGatewayDirectory
+from billkeep.gateways.simulator_process import run_simulator_process
+from billkeep.gateways.stripe import StripeGateway, StripeTimeouts
 from billkeep.storage.database import Database
 from billkeep.storage.migrate import upgrade_to_head
 
@@ -32,6 +36,90 @@ def _fresh_sqlite(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+# The simulator's faults: each failure mode on a share of payment calls; the answer of a
+# timeout_after_commit is withheld longer than the client waits.
+SIM_CLIENT_READ_TIMEOUT_MS = 1_000
+SIM_HOLD_MS = 1_500
+SIM_LATENCY_MS = 300
+
+
+def _simulator_fault_plan(probability: float, seed: int) -> dict[str, object]:
+    share = probability / 3
+    match = {"method": "POST", "path": "/v1/payment_intents"}
+    return {
+        "seed": seed,
+        "rules": [
+            {"match": match, "fault": "timeout_after_commit", "probability": share,
+             "hold_ms": SIM_HOLD_MS},
+            {"match": match, "fault": "error_before_commit", "probability": share},
+            {"match": match, "fault": "error_after_commit", "probability": share},
+            {"match": match, "fault": "latency", "probability": probability,
+             "latency_ms": SIM_LATENCY_MS},
+        ],
+    }  # fmt: skip
+
+
+def _run_burst(
+    console: Console,
+    bk: Billkeep,
+    tenant_id: str,
+    plan: ChargeBurst,
+    hooks: tuple[Callable[[], None], Callable[[], None], Callable[[], dict[str, int]]],
+) -> bool:
+    disable_faults, settle_async, succeeded_by_command = hooks
+    with Progress(console=console) as progress:
+        task = progress.add_task("submitting charges", total=None)
+        report = run_charge_burst(
+            bk,
+            tenant_id,
+            plan,
+            disable_faults=disable_faults,
+            settle_async=settle_async,
+            succeeded_by_command=succeeded_by_command,
+            on_progress=lambda n: progress.update(task, completed=n),
+        )
+    ok = render_charge_report(console, report)
+    resolved = render_resolution_report(console, resolution_report(bk, tenant_id))
+    return ok and resolved
+
+
+def _demo_with_simulator(
+    console: Console, database: Path, plan: ChargeBurst, fault_probability: float
+) -> bool:
+    """The burst against a real gateway simulator process (Stripe's protocol, over HTTP)."""
+    sim_db = Path(f"{database}.sim.db")
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{sim_db}{suffix}").unlink(missing_ok=True)
+    with run_simulator_process(
+        sim_db, seed=plan.seed, extra_args=["--async-settle-ms", "0"]
+    ) as sim:
+        sim.set_faults(_simulator_fault_plan(fault_probability, plan.seed))
+        gateway = StripeGateway(
+            sim.api_key,
+            api_base=sim.url,
+            timeouts=StripeTimeouts(read_ms=SIM_CLIENT_READ_TIMEOUT_MS),
+        )
+        bk = Billkeep(Database(_fresh_sqlite(database)), StaticGatewayDirectory(gateway),
+                      config=DEMO_CONFIG)  # fmt: skip
+        upgrade_to_head(bk.db)
+        tenant_id, _key = bk.tenants.create_tenant("demo", bk.clock.now_ms())
+        console.print(f"gateway simulator process at {sim.url} (faults p={fault_probability})")
+
+        def succeeded_by_command() -> dict[str, int]:
+            return dict(sim.state()["payment_intents"]["succeeded_by_command"])
+
+        def settle_async() -> None:
+            sim.settle_all_processing()
+
+        try:
+            return _run_burst(
+                console, bk, tenant_id, plan, (sim.clear_faults, settle_async, succeeded_by_command)
+            )
+        finally:
+            bk.close()
+            gateway.close()
+
+
 def demo(
     database: Path = typer.Option(
         Path("billkeep-demo.db"), help="SQLite file, recreated on each run."
@@ -40,10 +128,25 @@ def demo(
     threads: int = typer.Option(8, min=1, max=64, help="Client threads."),
     fault_probability: float = typer.Option(0.25, min=0.0, max=1.0, help="Per gateway call."),
     seed: int = typer.Option(7, help="Seed of the workload and of the faults."),
+    gateway_kind: str = typer.Option(
+        "simulator",
+        "--gateway",
+        help="simulator: a real gateway simulator process over HTTP; fake: in-process.",
+    ),
 ) -> None:
     """Fire a burst of duplicate, concurrent charges under gateway faults; prove exactly-once."""
     logging.basicConfig(level=logging.ERROR)
     console = Console()
+    plan = ChargeBurst(intents=intents, threads=threads, seed=seed)
+    if gateway_kind == "simulator":
+        console.print(
+            f"[bold]billkeep demo[/]: {intents} intents, {threads} threads, via a gateway simulator"
+        )
+        if not _demo_with_simulator(console, database, plan, fault_probability):
+            raise typer.Exit(2)
+        return
+    if gateway_kind != "fake":
+        raise typer.BadParameter("--gateway must be simulator or fake")
     url = _fresh_sqlite(database)
     db = Database(url)
     upgrade_to_head(db)
@@ -68,19 +171,9 @@ def demo(
     def disable_faults() -> None:
         faults.enabled = False
 
-    plan = ChargeBurst(intents=intents, threads=threads, seed=seed)
-    with Progress(console=console) as progress:
-        task = progress.add_task("submitting charges", total=None)
-        report = run_charge_burst(
-            bk,
-            tenant_id,
-            plan,
-            disable_faults=disable_faults,
-            settle_async=settle_async,
-            succeeded_by_command=gateway.succeeded_by_command,
-            on_progress=lambda n: progress.update(task, completed=n),
-        )
-    ok = render_charge_report(console, report)
+    ok = _run_burst(
+        console, bk, tenant_id, plan, (disable_faults, settle_async, gateway.succeeded_by_command)
+    )
     bk.close()
     if not ok:
         raise typer.Exit(2)

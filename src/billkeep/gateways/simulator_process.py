@@ -30,6 +30,7 @@ STARTUP_TIMEOUT_MS = 15_000
 STOP_TIMEOUT_MS = 10_000
 CONTROL_TIMEOUT_MS = 10_000
 _READY_POLL_MS = 50
+_MAX_SEARCH_PAGES = 1_000
 _LOCALHOST = "127.0.0.1"
 
 
@@ -140,6 +141,32 @@ class SimulatorProcess:
 
     def flush_webhooks(self) -> Any:
         return self.control("POST", "/_sim/webhooks/flush")
+
+    def processing_payment_intents(self) -> list[str]:
+        """Ids of the asynchronous payments still `processing` (Stripe search, paged)."""
+        ids: list[str] = []
+        params = {"query": "status:'processing'", "limit": "100"}
+        for _ in range(_MAX_SEARCH_PAGES):
+            response = httpx.get(
+                f"{self.url}/v1/payment_intents/search",
+                params=params,
+                headers={"Authorization": f"Bearer {self.api_key}"},
+                timeout=CONTROL_TIMEOUT_MS / 1000,
+            )
+            response.raise_for_status()
+            page = response.json()
+            ids.extend(str(item["id"]) for item in page["data"])
+            if not page.get("has_more") or not page.get("next_page"):
+                break
+            params["page"] = str(page["next_page"])
+        return ids
+
+    def settle_all_processing(self) -> int:
+        """Settle every asynchronous payment now (as the bank eventually would)."""
+        pending = self.processing_payment_intents()
+        for intent_id in pending:
+            self.settle(intent_id)
+        return len(pending)
 
 
 @contextmanager
