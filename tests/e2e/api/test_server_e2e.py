@@ -151,9 +151,11 @@ def test_concurrent_refunds_never_exceed_the_charge(
             ).json()
         barrier = threading.Barrier(2)
 
-        def refund(i: int, charge_id: str = charge["id"], n: int = n) -> httpx.Response:
+        def refund(
+            i: int, charge_id: str = charge["id"], n: int = n, gate: threading.Barrier = barrier
+        ) -> httpx.Response:
             with client(server, e2e_tenant) as http:
-                barrier.wait()
+                gate.wait()
                 return http.post(
                     "/v1/refunds",
                     json={"charge_id": charge_id, "amount": 60},
