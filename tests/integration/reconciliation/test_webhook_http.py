@@ -137,3 +137,33 @@ def test_events_api_lists_outcomes(env: WebhookEnv, client: TestClient) -> None:
 
 def _api_key(env: WebhookEnv) -> str:
     return env.billkeep.tenants.create_key(env.tenant_id, env.clock.now_ms())
+
+
+def test_reconciliation_api_create_get_and_breaks(env: WebhookEnv, client: TestClient) -> None:
+    from billkeep.domain.clock import ms_to_rfc3339
+    from billkeep.reconciliation.matching import GatewayStatus
+    from billkeep.reconciliation.operation import install
+    from billkeep.reconciliation.runner import ReconciliationConfig
+    from billkeep.reconciliation.sources import InMemorySource, SourcePayment
+
+    now = env.clock.now_ms()
+    foreign = SourcePayment("pi_outside", None, 700, "usd", GatewayStatus.SUCCEEDED, now, None)
+    install(
+        env.billkeep,
+        lambda _t, _g: InMemorySource([foreign]),
+        ReconciliationConfig(grace_period_ms=0),
+    )
+    auth = {"Authorization": f"Bearer {_api_key(env)}"}
+    body = {"from": ms_to_rfc3339(now - 1000), "to": ms_to_rfc3339(now + 1000)}
+    created = client.post(
+        "/v1/reconciliations", json=body, headers={**auth, "Idempotency-Key": "rec-1"}
+    )
+    assert created.status_code == 201, created.text
+    run = created.json()
+    assert run["object"] == "reconciliation" and run["summary"]["breaks"]["missing_in_ledger"] == 1
+    assert client.get(f"/v1/reconciliations/{run['id']}", headers=auth).json() == run
+    breaks = client.get(f"/v1/reconciliations/{run['id']}/breaks", headers=auth).json()["data"]
+    assert [(b["type"], b["gateway_reference"], b["healed"]) for b in breaks] == [
+        ("missing_in_ledger", "pi_outside", False)
+    ]
+    assert client.post("/v1/reconciliations", json=body, headers=auth).status_code == 400  # no key
