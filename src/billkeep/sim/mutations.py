@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from billkeep.domain.commands import CommandState, check_transition
@@ -102,6 +103,7 @@ def _entry_key(stack: ExitStack, _db: Database) -> None:
 # --- idempotency_unique: the key table loses its primary key -----------------------------------------
 def _idempotency_unique(stack: ExitStack, db: Database) -> None:
     with db.write() as conn:
+        pk_name = sa.inspect(conn).get_pk_constraint("idempotency_keys")["name"]
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql(
                 "CREATE TABLE idempotency_keys_unkeyed AS SELECT * FROM idempotency_keys"
@@ -109,16 +111,14 @@ def _idempotency_unique(stack: ExitStack, db: Database) -> None:
             conn.exec_driver_sql("DROP TABLE idempotency_keys")
             conn.exec_driver_sql("ALTER TABLE idempotency_keys_unkeyed RENAME TO idempotency_keys")
         else:
-            conn.exec_driver_sql(
-                "ALTER TABLE idempotency_keys DROP CONSTRAINT idempotency_keys_pkey"
-            )
+            conn.exec_driver_sql(f'ALTER TABLE idempotency_keys DROP CONSTRAINT "{pk_name}"')
 
-    def restore() -> None:
+    def restore() -> None:  # SQLite: the run's file is thrown away; PostgreSQL: put it back
         if db.dialect == "postgresql":
             with db.write() as conn:
                 conn.exec_driver_sql("DELETE FROM idempotency_keys")
                 conn.exec_driver_sql(
-                    "ALTER TABLE idempotency_keys ADD CONSTRAINT idempotency_keys_pkey"
+                    f'ALTER TABLE idempotency_keys ADD CONSTRAINT "{pk_name}"'
                     " PRIMARY KEY (tenant_id, operation, idempotency_key)"
                 )
 
