@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 
 from billkeep.api.errors import install_error_handlers
@@ -24,7 +28,16 @@ _DESCRIPTION = (
 def create_app(billkeep: Billkeep, settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     configure_logging(json_output=settings.log_json, level=settings.log_level)
+    engine_threads = settings.engine_threads
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Sync handlers and dependencies (every engine call) share this thread limiter.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = engine_threads
+        yield
+
     app = FastAPI(
+        lifespan=lifespan,
         title="billkeep API",
         version=API_VERSION,
         description=_DESCRIPTION,
