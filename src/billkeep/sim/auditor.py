@@ -394,9 +394,17 @@ class Auditor:
                     )
                 )
         at_gateway: dict[str, int] = defaultdict(int)
+        by_command: dict[str, list[str]] = defaultdict(list)
         for refund in gateway.refunds.values():
             if refund.status == "succeeded":
                 at_gateway[refund.payment] += refund.amount_minor
+                if refund.command is not None:
+                    by_command[refund.command].append(refund.id)
+        for command, made in sorted(by_command.items()):
+            if len(made) > 1:  # one refund intent, refunded twice at the gateway
+                found.append(
+                    Violation("I7", f"refund command {command} refunded {len(made)} times: {made}")
+                )
         for payment_id, total in sorted(at_gateway.items()):
             payment = gateway.payments.get(payment_id)
             if payment is None or total > payment.amount_minor:

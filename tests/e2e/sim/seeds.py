@@ -34,5 +34,10 @@ KNOWN_ENGINE_BUGS: dict[tuple[int, int], str] = {
     "outcome was unknown is re-sent after the gateway forgot its key, declined as already "
     "refunded, and recorded as failed while the gateway refunded the money",
     (3, 150): STALE_KEY_RESEND,
+    (17, 25): STALE_KEY_RESEND,
+    (122, 25): STALE_KEY_RESEND,
+    (189, 25): "I7/I4: refund.create's `refund_recorded` re-sends the refund's gateway key after "
+    "the gateway's 24 h retention (the first call committed, its answer was lost): the gateway "
+    "refunds a second time",
     (17, 60): STALE_KEY_RESEND,
 }
