@@ -103,13 +103,21 @@ async def load(
                     idem, body = rng.choice(answered)
                 else:
                     idem = uuid.uuid4().hex
-                    body = {"customer_id": customer_id, "amount": rng.randint(100, 10_000), "currency": "usd"}
+                    body = {
+                        "customer_id": customer_id,
+                        "amount": rng.randint(100, 10_000),
+                        "currency": "usd",
+                    }
                 started = time.perf_counter()
-                response = await http.post("/v1/charges", json=body, headers={"Idempotency-Key": idem})
+                response = await http.post(
+                    "/v1/charges", json=body, headers={"Idempotency-Key": idem}
+                )
                 elapsed_ms = (time.perf_counter() - started) * 1000
                 if not record:
                     continue
-                samples.statuses[response.status_code] = samples.statuses.get(response.status_code, 0) + 1
+                samples.statuses[response.status_code] = (
+                    samples.statuses.get(response.status_code, 0) + 1
+                )
                 (samples.replay_ms if replay else samples.first_ms).append(elapsed_ms)
                 if not replay and response.status_code == 201:
                     answered.append((idem, body))
@@ -184,7 +192,9 @@ def report(args: argparse.Namespace, samples: Samples, elapsed_s: float, pg_vers
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL)
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=32)
