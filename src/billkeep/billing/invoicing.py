@@ -47,7 +47,6 @@ from billkeep.domain.pricing import (
     price_lines,
     price_metric,
 )
-from billkeep.engine.ledger import ensure_account
 from billkeep.storage.database import Database, insert_ignoring_conflicts
 from billkeep.storage.tables.billing import invoice_lines, invoices, subscriptions, usage_events
 from billkeep.storage.tables.core import accounts
@@ -426,21 +425,21 @@ def _invoice_subscription(
     return issued, created, existing
 
 
-def _lock_ledger_accounts(conn: Connection, issued: Sequence[_Issued], now_ms: int) -> None:
-    """Create and lock every account the batch posts to, in one global order (tenant, id), so
-    concurrent batches posting to shared accounts (revenue) wait instead of deadlocking."""
-    by_tenant: dict[str, set[str]] = defaultdict(set)
-    for item in issued:
-        for spec in invoice_issued_postings(item.customer_id, item.total_minor, item.currency):
-            by_tenant[item.tenant_id].add(ensure_account(conn, item.tenant_id, spec, now_ms))
+def _lock_ledger_accounts(conn: Connection, issued: Sequence[_Issued]) -> None:
+    """Lock every existing account the batch posts to, in one global order (tenant, id), before
+    posting, so concurrent batches sharing accounts (revenue) wait instead of deadlocking.
+    Accounts created by the posting itself are new rows nobody else can hold yet."""
     if conn.dialect.name != "postgresql":
         return  # SQLite's BEGIN IMMEDIATE already serialises writers
+    by_tenant: dict[str, set[tuple[str, str]]] = defaultdict(set)
+    for item in issued:
+        for spec in invoice_issued_postings(item.customer_id, item.total_minor, item.currency):
+            by_tenant[item.tenant_id].add((spec.account_code, spec.currency))
     for tenant_id in sorted(by_tenant):
+        codes = sorted({code for code, _ in by_tenant[tenant_id]})
         conn.execute(
             sa.select(accounts.c.id)
-            .where(
-                accounts.c.tenant_id == tenant_id, accounts.c.id.in_(sorted(by_tenant[tenant_id]))
-            )
+            .where(accounts.c.tenant_id == tenant_id, accounts.c.code.in_(codes))
             .order_by(accounts.c.id)
             .with_for_update()
         ).all()
@@ -493,7 +492,7 @@ def invoice_due_batch(
             tally.created += created
             tally.existing += existing
             to_post.extend(issued)
-        _lock_ledger_accounts(conn, to_post, now_ms)
+        _lock_ledger_accounts(conn, to_post)
         for item in to_post:
             post_invoice_issued(
                 conn,

@@ -10,6 +10,7 @@ whatever runs when. Each loop is bounded (`max_rounds_per_run` batches).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,9 +51,12 @@ __all__ = [
     "CreateBillingRun",
     "run_billing",
     "run_billing_cycle",
+    "start_billing_thread",
 ]
 
 logger = logging.getLogger("billkeep.billing")
+
+DEFAULT_BILLING_INTERVAL_MS = 60_000
 
 
 @dataclass
@@ -147,7 +151,10 @@ class BillingWorkerHook:
     """Called by the worker each round: a billing cycle as of now, at most every `interval_ms`."""
 
     def __init__(
-        self, billkeep: Billkeep, config: BillingConfig | None = None, interval_ms: int = 60_000
+        self,
+        billkeep: Billkeep,
+        config: BillingConfig | None = None,
+        interval_ms: int = DEFAULT_BILLING_INTERVAL_MS,
     ) -> None:
         self.billkeep = billkeep
         self.config = config or BillingConfig()
@@ -163,6 +170,29 @@ class BillingWorkerHook:
         if result.invoices_created or result.charges_attempted:
             logger.info("billing cycle: %s", result.as_dict())
         return result
+
+
+def start_billing_thread(
+    billkeep: Billkeep,
+    stop_event: threading.Event,
+    config: BillingConfig | None = None,
+    interval_ms: int = DEFAULT_BILLING_INTERVAL_MS,
+) -> threading.Thread:
+    """Run a billing cycle as of now every `interval_ms` until `stop_event` is set (the worker's
+    periodic job). Errors are logged and retried next round: every step is safe to repeat."""
+    hook = BillingWorkerHook(billkeep, config, interval_ms)
+
+    def loop() -> None:
+        while not stop_event.is_set():
+            try:
+                hook()
+            except Exception:
+                logger.exception("billing cycle failed; retrying next round")
+            stop_event.wait(min(interval_ms, 5_000) / 1000)
+
+    thread = threading.Thread(target=loop, name="billing-cycle", daemon=True)
+    thread.start()
+    return thread
 
 
 class CreateBillingRun:

@@ -30,10 +30,14 @@ def worker(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    from billkeep.billing.runs import run_billing_cycle, start_billing_thread
+
     if once:
+        run_billing_cycle(billkeep, billkeep.clock.now_ms())  # invoice ended periods, charge due
         recovery.drain()
         recovery.sweep_keys()
     else:
+        start_billing_thread(billkeep, recovery.stop_event)  # billing cycle every minute
         recovery.run_forever()
     typer.echo(f"worker stopped: {recovery.stats}")
 

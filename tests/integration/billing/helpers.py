@@ -7,11 +7,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from billkeep.domain.clock import ms_to_rfc3339
+from billkeep.domain.ids import new_id
+from billkeep.domain.periods import period_bounds
 from billkeep.engine.service import Billkeep
-from billkeep.storage.tables.billing import invoice_lines, invoices
-from billkeep.storage.tables.core import accounts
+from billkeep.storage.tables.billing import invoice_lines, invoices, subscriptions
+from billkeep.storage.tables.core import accounts, customers
 
 __all__ = [
+    "bulk_subscriptions",
     "create_customer",
     "create_metric",
     "create_plan",
@@ -128,3 +131,57 @@ def ledger_totals(bk: Billkeep, tenant: str) -> dict[str, int]:
             )
         ).all()
     return {r.code: int(r.debits_posted) - int(r.credits_posted) for r in rows}
+
+
+def bulk_subscriptions(
+    bk: Billkeep,
+    tenant: str,
+    plan_id: str,
+    starts_ms: list[int],
+    declined_every: int = 0,
+) -> list[str]:
+    """Customers and monthly subscriptions (no trial) written directly, for large tests: the
+    setup is not what those tests exercise. Every `declined_every`-th customer's card declines."""
+    now_ms = bk.clock.now_ms()
+    customer_rows, subscription_rows = [], []
+    for n, start_ms in enumerate(starts_ms):
+        customer_id, sub_id = new_id("cus", now_ms), new_id("sub", now_ms)
+        declined = declined_every and n % declined_every == 0
+        customer_rows.append(
+            {
+                "tenant_id": tenant,
+                "id": customer_id,
+                "email": None,
+                "name": None,
+                "external_id": None,
+                "payment_method": "pm_card_chargeDeclined" if declined else "pm_card_visa",
+                "metadata": "{}",
+                "command_id": None,
+                "created_at_ms": now_ms,
+            }
+        )
+        subscription_rows.append(
+            {
+                "tenant_id": tenant,
+                "id": sub_id,
+                "customer_id": customer_id,
+                "plan_id": plan_id,
+                "status": "active",
+                "start_at_ms": start_ms,
+                "anchor_ms": start_ms,
+                "cancel_at_period_end": False,
+                "canceled_at_ms": None,
+                "ended_at_ms": None,
+                "next_period_index": 0,
+                "next_period_end_ms": period_bounds(start_ms, "month", 1, 0)[1],
+                "billing_error": None,
+                "command_id": new_id("cmd", now_ms),
+                "created_at_ms": now_ms,
+                "updated_at_ms": now_ms,
+            }
+        )
+    with bk.db.write() as conn:
+        for chunk in range(0, len(customer_rows), 5000):
+            conn.execute(customers.insert(), customer_rows[chunk : chunk + 5000])
+            conn.execute(subscriptions.insert(), subscription_rows[chunk : chunk + 5000])
+    return [str(row["id"]) for row in subscription_rows]

@@ -206,12 +206,12 @@ def test_late_event_is_billed_once_as_an_adjustment_on_the_next_invoice(
     ]
     assert feb.total_minor == 33
     with bk.db.read() as conn:
-        owners = dict(
+        owners: dict[str, str] = dict(
             conn.execute(
                 sa.select(usage_events.c.event_id, usage_events.c.invoice_id).where(
                     usage_events.c.tenant_id == tenant
                 )
-            ).all()
+            ).tuples()
         )
     assert owners == {"jan-1": jan.id, "jan-late": feb.id, "feb-1": feb.id}
 
