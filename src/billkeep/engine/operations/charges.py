@@ -143,7 +143,10 @@ class CreateCharge:
     def steps(self) -> Mapping[str, Step]:
         return {
             "started": LocalStep(self._record_charge),
-            "attempt_recorded": ForeignStep(self._pay, self._record_payment),
+            # Sending an attempt and resolving it are one step: after a crash we cannot know
+            # whether the key was already sent, so a resumed send must also check the key's age
+            # (a key the gateway has forgotten would pay again) and look the payment up instead.
+            "attempt_recorded": ForeignStep(self._resolve, self._record_resolution),
             "outcome_unknown": ForeignStep(self._resolve, self._record_resolution),
             "processing": ForeignStep(self._check_processing, self._record_payment),
         }
@@ -189,12 +192,6 @@ class CreateCharge:
         )
 
     # --- attempt_recorded -----------------------------------------------------------------------
-    def _pay(self, ctx: StepContext) -> _Resolution:
-        charge = ctx.services.db.run_read(lambda c: load_charge(c, ctx.tenant_id, _rid(ctx)))
-        gateway = ctx.services.gateways.for_tenant(ctx.tenant_id, charge.gateway)
-        result = gateway.create_payment(_payment_request(ctx, charge))
-        return _Resolution("result", charge.current_attempt, result)
-
     def _record_payment(
         self, ctx: StepContext, conn: Connection, answer: _Resolution
     ) -> Transition:
