@@ -205,15 +205,17 @@ class GatewayConfigStore:
             raise NotFound(f"no gateway {gateway_id}")
         return gateway_view(row)
 
-    def default_id(self, tenant_id: str) -> str | None:
-        return self.db.run_read(
-            lambda conn: conn.execute(
+    def default_id(self, tenant_id: str, conn: Connection | None = None) -> str | None:
+        def read(c: Connection) -> str | None:
+            found = c.execute(
                 sa.select(gateway_configs.c.id)
                 .where(gateway_configs.c.tenant_id == tenant_id, gateway_configs.c.is_default)
                 .order_by(gateway_configs.c.id.desc())
                 .limit(1)
             ).scalar_one_or_none()
-        )
+            return None if found is None else str(found)
+
+        return read(conn) if conn is not None else self.db.run_read(read)
 
     def credentials(self, tenant_id: str, gateway_id: str) -> GatewayCredentials:
         row = self.db.run_read(lambda conn: _load(conn, tenant_id, gateway_id))

@@ -12,6 +12,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 
+from sqlalchemy.engine import Connection
+
 from billkeep.gateways.config import GatewayConfigStore, GatewayCredentials
 from billkeep.gateways.protocol import PaymentGateway
 from billkeep.gateways.stripe import StripeGateway, StripeTimeouts
@@ -61,8 +63,8 @@ class DatabaseGatewayDirectory:
         self._cache: OrderedDict[tuple[str, str], PaymentGateway] = OrderedDict()
         self._lock = threading.Lock()
 
-    def default_gateway_id(self, tenant_id: str) -> str:
-        return self.store.default_id(tenant_id) or self.fallback.name
+    def default_gateway_id(self, tenant_id: str, conn: Connection | None = None) -> str:
+        return self.store.default_id(tenant_id, conn) or self.fallback.name
 
     def for_tenant(self, tenant_id: str, gateway_id: str | None = None) -> PaymentGateway:
         chosen = gateway_id if gateway_id is not None else self.default_gateway_id(tenant_id)

@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS idem (
   key TEXT PRIMARY KEY, object_id TEXT NOT NULL, created_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS refunds (
-  id TEXT PRIMARY KEY, payment_id TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL
+  id TEXT PRIMARY KEY, payment_id TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL,
+  command_ref TEXT NOT NULL
 );
 """
 
@@ -265,14 +266,25 @@ class FakeGateway:
             return None
         refund_id = f"re_{ulid()}"
         db.execute(
-            "INSERT INTO refunds(id, payment_id, amount, status) VALUES (?, ?, ?, 'succeeded')",
-            (refund_id, request.payment_reference, request.amount_minor),
+            "INSERT INTO refunds(id, payment_id, amount, status, command_ref)"
+            " VALUES (?, ?, ?, 'succeeded', ?)",
+            (refund_id, request.payment_reference, request.amount_minor, request.command_ref),
         )
         db.execute(
             "UPDATE payments SET refunded = refunded + ? WHERE id = ?",
             (request.amount_minor, request.payment_reference),
         )
         return refund_id
+
+    def find_refunds(self, payment_reference: str, command_ref: str) -> list[RefundResult]:
+        if self._fault("find_refunds", command_ref) in (Fault.FAIL_BEFORE, Fault.UNKNOWN_BEFORE):
+            raise GatewayLookupFailed("injected: lookup failed")
+        with self._lock:
+            rows = self._shared.execute(
+                "SELECT id, amount FROM refunds WHERE payment_id = ? AND command_ref = ? ORDER BY id",
+                (payment_reference, command_ref),
+            ).fetchall()
+        return [RefundResult(Outcome.SUCCEEDED, str(r[0]), int(r[1])) for r in rows]
 
     # --- inspection, for tests and the demo ------------------------------------------------------
     def succeeded_by_command(self) -> dict[str, int]:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from sqlalchemy.engine import Connection
+
 __all__ = [
     "GatewayDirectory",
     "GatewayLookupFailed",
@@ -108,13 +110,21 @@ class PaymentGateway(Protocol):
 
     def create_refund(self, request: RefundRequest) -> RefundResult: ...
 
+    def find_refunds(self, payment_reference: str, command_ref: str) -> list[RefundResult]:
+        """Every refund of the payment made for this command (metadata[billkeep_command]);
+        raises GatewayLookupFailed when unreachable."""
+        ...
+
 
 class GatewayDirectory(Protocol):
     """Which gateway serves a tenant (a tenant may configure its own, see the gateways issue)."""
 
     def for_tenant(self, tenant_id: str, gateway_id: str | None = None) -> PaymentGateway: ...
 
-    def default_gateway_id(self, tenant_id: str) -> str: ...
+    def default_gateway_id(self, tenant_id: str, conn: Connection | None = None) -> str:
+        """The tenant's default gateway; given `conn`, read on it (a caller inside a transaction
+        must not take a second pooled connection: under load that exhausts the pool)."""
+        ...
 
 
 class StaticGatewayDirectory:
@@ -126,5 +136,5 @@ class StaticGatewayDirectory:
     def for_tenant(self, tenant_id: str, gateway_id: str | None = None) -> PaymentGateway:
         return self._gateway
 
-    def default_gateway_id(self, tenant_id: str) -> str:
+    def default_gateway_id(self, tenant_id: str, conn: Connection | None = None) -> str:
         return self._gateway.name

@@ -387,5 +387,32 @@ class StripeGateway:
             )
         return refund_result_from_refund(refund)
 
+    def find_refunds(self, payment_reference: str, command_ref: str) -> list[RefundResult]:
+        """The payment's refunds made by this command (listing by payment_intent is exact:
+        unlike search, it is not eventually consistent)."""
+        found: list[RefundResult] = []
+        starting_after: str | None = None
+        for _ in range(MAX_LIST_SCAN_PAGES):
+            params: dict[str, Any] = {
+                "payment_intent": payment_reference,
+                "limit": LIST_SCAN_PAGE_LIMIT,
+            }
+            if starting_after is not None:
+                params["starting_after"] = starting_after
+            try:
+                page = self._client.v1.refunds.list(params=params)  # type: ignore[arg-type]
+            except stripe.StripeError as exc:
+                raise GatewayLookupFailed(_describe(exc)) from exc
+            for refund in page.data:
+                metadata = _get(refund, "metadata") or {}
+                if _get(metadata, COMMAND_METADATA_KEY) == command_ref:
+                    found.append(refund_result_from_refund(refund))
+            if not page.has_more or not page.data:
+                return found
+            starting_after = str(page.data[-1].id)
+        raise GatewayLookupFailed(
+            f"refund scan for {payment_reference} exceeded {MAX_LIST_SCAN_PAGES} pages"
+        )
+
     def close(self) -> None:
         self._http_client.close()  # type: ignore[no-untyped-call]

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from billkeep.domain.clock import ManualClock
 from billkeep.gateways.protocol import (
     GatewayLookupFailed,
@@ -31,6 +33,7 @@ from billkeep.gateways.protocol import (
 from billkeep.gateways.simulator import SimulatorCore
 from billkeep.gateways.simulator.errors import StripeError
 from billkeep.gateways.simulator.params import (
+    ListRequest,
     PaymentIntentCreate,
     RefundCreate,
     SearchRequest,
@@ -45,6 +48,10 @@ __all__ = [
     "SimGatewayDirectory",
     "SimulatedGateway",
 ]
+
+# How long a request can be on the network before it is lost for good (well under the gateway's
+# 24 h idempotency-key retention, far over any client timeout).
+MAX_IN_FLIGHT_MS = 10 * 60_000
 
 GATEWAY_NAME = "sim"
 COMMAND_METADATA_KEY = "billkeep_command"
@@ -127,9 +134,15 @@ class SimulatedGateway:
     def idempotency_retention_ms(self) -> int:
         return self._core.config.idempotency_retention_ms
 
-    def _on_the_wire(self, call: str, phase: str) -> None:
+    def _on_the_wire(self, call: str, phase: str) -> bool:
+        """A yield point while a call is on the network. Returns False when a request was held
+        longer than MAX_IN_FLIGHT_MS: it is never delivered (a real request is delivered within
+        seconds or not at all; without this bound the model would deliver a request a day late,
+        after the gateway forgot its idempotency key, which no network does)."""
+        sent_ms = self._clock.now_ms()
         self._clock.advance(self._faults.latency_ms())
         self._yield(f"gateway:{call}:{phase}")
+        return phase != "request" or self._clock.now_ms() - sent_ms <= MAX_IN_FLIGHT_MS
 
     def _metadata(self, command_ref: str) -> dict[str, str]:
         return {COMMAND_METADATA_KEY: command_ref, TENANT_METADATA_KEY: self._tenant_id}
@@ -137,7 +150,8 @@ class SimulatedGateway:
     # --- payments --------------------------------------------------------------------------------
     def create_payment(self, request: PaymentRequest) -> PaymentResult:
         fault = self._faults.draw("create_payment")
-        self._on_the_wire("create_payment", "request")
+        if not self._on_the_wire("create_payment", "request"):
+            return PaymentResult(Outcome.UNKNOWN, detail="sim: request timed out, never delivered")
         if fault is NetworkFault.REFUSED:
             return PaymentResult(Outcome.NOT_EXECUTED, detail="sim: connection refused")
         if fault in _BEFORE_COMMIT:
@@ -168,7 +182,8 @@ class SimulatedGateway:
         return payment_result(intent)
 
     def retrieve_payment(self, reference: str) -> PaymentResult:
-        self._on_the_wire("retrieve_payment", "request")
+        if not self._on_the_wire("retrieve_payment", "request"):
+            raise GatewayLookupFailed("sim: request timed out, never delivered")
         if self._faults.lookup_fails():
             raise GatewayLookupFailed("sim: lookup timed out")
         try:
@@ -178,7 +193,8 @@ class SimulatedGateway:
         return payment_result(intent)
 
     def find_payments(self, command_ref: str) -> list[PaymentResult]:
-        self._on_the_wire("find_payments", "request")
+        if not self._on_the_wire("find_payments", "request"):
+            raise GatewayLookupFailed("sim: request timed out, never delivered")
         if self._faults.lookup_fails():
             raise GatewayLookupFailed("sim: search timed out")
         query = f"metadata['{COMMAND_METADATA_KEY}']:'{command_ref}'"
@@ -188,9 +204,26 @@ class SimulatedGateway:
         return [payment_result(intent) for intent in found["data"]]
 
     # --- refunds ---------------------------------------------------------------------------------
+    def find_refunds(self, payment_reference: str, command_ref: str) -> list[RefundResult]:
+        if not self._on_the_wire("find_refunds", "request"):
+            raise GatewayLookupFailed("sim: request timed out, never delivered")
+        if self._faults.lookup_fails():
+            raise GatewayLookupFailed("sim: refund listing timed out")
+        listing = self._core.list(
+            "refund",
+            ListRequest(limit=100, filters=(("ref", payment_reference),)),
+            "/v1/refunds",
+        )
+        return [
+            RefundResult(_refund_outcome(str(r["status"])), str(r["id"]), int(r["amount"]))
+            for r in listing["data"]
+            if (r.get("metadata") or {}).get(COMMAND_METADATA_KEY) == command_ref
+        ]
+
     def create_refund(self, request: RefundRequest) -> RefundResult:
         fault = self._faults.draw("create_refund")
-        self._on_the_wire("create_refund", "request")
+        if not self._on_the_wire("create_refund", "request"):
+            return RefundResult(Outcome.UNKNOWN, detail="sim: request timed out, never delivered")
         if fault is NetworkFault.REFUSED:
             return RefundResult(Outcome.NOT_EXECUTED, detail="sim: connection refused")
         if fault in _BEFORE_COMMIT:
@@ -217,6 +250,14 @@ class SimulatedGateway:
             return RefundResult(Outcome.UNKNOWN, detail=f"sim: {fault}")
         outcome = Outcome.SUCCEEDED if refund["status"] == "succeeded" else Outcome.PROCESSING
         return RefundResult(outcome, str(refund["id"]), int(refund["amount"]))
+
+
+def _refund_outcome(status: str) -> Outcome:
+    return {
+        "succeeded": Outcome.SUCCEEDED,
+        "failed": Outcome.DECLINED,
+        "canceled": Outcome.DECLINED,
+    }.get(status, Outcome.PROCESSING)
 
 
 def payment_result(intent: dict[str, Any]) -> PaymentResult:
@@ -268,5 +309,5 @@ class SimGatewayDirectory:
             )
         return self._by_tenant[tenant_id]
 
-    def default_gateway_id(self, tenant_id: str) -> str:
+    def default_gateway_id(self, tenant_id: str, conn: Connection | None = None) -> str:
         return GATEWAY_NAME

@@ -16,28 +16,27 @@ SWEEP_SEEDS = int(os.environ.get("BILLKEEP_SIM_SEEDS", "200"))
 SWEEP_STEPS = int(os.environ.get("BILLKEEP_SIM_STEPS", "25"))
 
 # (seed, steps) -> what it found; these pass now.
+STALE_KEY_RESEND = (
+    "I1: charge.create's `attempt_recorded` step re-sent the attempt's gateway key without "
+    "checking its age; after a crash (or a not_executed retry of an unknown outcome) and a gap "
+    "longer than the gateway's 24 h key retention, the gateway had forgotten the key and made a "
+    "second payment. Fixed: sending goes through resolution (same key while remembered, else lookup)"
+)
+REFUND_STALE_KEY = (
+    "I7/I4: refund.create re-sent the refund's gateway key after the gateway's 24 h retention: the "
+    "gateway refunded twice, or refused it as already refunded and billkeep recorded a failure. "
+    "Fixed: after the retention, the gateway's refunds of the payment are looked up first"
+)
 REGRESSION_SEEDS: dict[tuple[int, int], str] = {
     (3, 60): "harness: a cross-tenant key probe reused a key its own tenant already had",
-}
-
-STALE_KEY_RESEND = (
-    "I1: charge.create's `attempt_recorded` step re-sends the attempt's gateway key without "
-    "checking its age; after a crash (or a not_executed retry of an unknown outcome) and a gap "
-    "longer than the gateway's 24 h key retention, the gateway has forgotten the key and makes a "
-    "second payment"
-)
-
-# (seed, steps) -> the engine bug it exposes; strict xfail until fixed.
-KNOWN_ENGINE_BUGS: dict[tuple[int, int], str] = {
-    (1, 150): STALE_KEY_RESEND
-    + "; with that fixed, the same seed then shows the refund twin of the bug (I4): a refund whose "
-    "outcome was unknown is re-sent after the gateway forgot its key, declined as already "
-    "refunded, and recorded as failed while the gateway refunded the money",
+    (1, 150): STALE_KEY_RESEND + "; then " + REFUND_STALE_KEY,
     (3, 150): STALE_KEY_RESEND,
     (17, 25): STALE_KEY_RESEND,
     (122, 25): STALE_KEY_RESEND,
-    (189, 25): "I7/I4: refund.create's `refund_recorded` re-sends the refund's gateway key after "
-    "the gateway's 24 h retention (the first call committed, its answer was lost): the gateway "
-    "refunds a second time",
     (17, 60): STALE_KEY_RESEND,
+    (189, 25): REFUND_STALE_KEY + "; also harness: a request held 25 h on the wire was delivered "
+    "(the model now loses requests older than MAX_IN_FLIGHT_MS, as a network does)",
 }
+
+# (seed, steps) -> the engine bug it exposes; strict xfail until fixed.
+KNOWN_ENGINE_BUGS: dict[tuple[int, int], str] = {}

@@ -173,7 +173,7 @@ class CreateCharge:
                 currency=request["currency"],
                 status="pending",
                 amount_refunded_minor=0,
-                gateway=ctx.services.gateways.default_gateway_id(ctx.tenant_id),
+                gateway=ctx.services.gateways.default_gateway_id(ctx.tenant_id, conn),
                 gateway_reference=None,
                 payment_method=payment_method,
                 failure_code=None,

@@ -39,7 +39,7 @@ from billkeep.engine.steps import (
     Transition,
 )
 from billkeep.engine.views import refund_view
-from billkeep.gateways.protocol import Outcome, RefundRequest, RefundResult
+from billkeep.gateways.protocol import GatewayLookupFailed, Outcome, RefundRequest, RefundResult
 from billkeep.storage.tables.core import charges, refunds
 
 __all__ = ["CreateRefund", "refund_key"]
@@ -133,21 +133,36 @@ class CreateRefund:
         return Advance("refund_recorded", detail=f"reserved {amount_minor}", resource_id=refund_id)
 
     def _call(self, ctx: StepContext) -> RefundResult:
+        """Send the refund with its key, or, once the gateway may have forgotten the key, first
+        look for a refund this command already made (never refund twice)."""
+
         def read(conn: Connection) -> tuple[Any, Any]:
             refund = _load_refund(conn, ctx)
             return refund, load_charge(conn, ctx.tenant_id, refund.charge_id)
 
         refund, charge = ctx.services.db.run_read(read)
         gateway = ctx.services.gateways.for_tenant(ctx.tenant_id, charge.gateway)
-        return gateway.create_refund(
-            RefundRequest(
-                idempotency_key=refund.gateway_idempotency_key,
-                command_ref=ctx.command_id,
-                payment_reference=charge.gateway_reference,
-                amount_minor=refund.amount_minor,
-                currency=refund.currency,
-            )
+        request = RefundRequest(
+            idempotency_key=refund.gateway_idempotency_key,
+            command_ref=ctx.command_id,
+            payment_reference=charge.gateway_reference,
+            amount_minor=refund.amount_minor,
+            currency=refund.currency,
         )
+        retention_ms = gateway.idempotency_retention_ms - ctx.services.config.gateway_key_margin_ms
+        if ctx.now_ms() < refund.created_at_ms + retention_ms:
+            return gateway.create_refund(request)  # the gateway replays or performs it once
+        try:
+            found = gateway.find_refunds(charge.gateway_reference, ctx.command_id)
+        except GatewayLookupFailed as exc:
+            return RefundResult(Outcome.UNKNOWN, detail=f"lookup failed: {exc}")
+        for outcome in (Outcome.SUCCEEDED, Outcome.PROCESSING):
+            for result in found:
+                if result.outcome is outcome:
+                    return result
+        # Proven absent. Sending the SAME key again is safe even if a stale call with it is
+        # still in flight somewhere: the gateway dedups the two by that key.
+        return gateway.create_refund(request)
 
     def _record(self, ctx: StepContext, conn: Connection, result: RefundResult) -> Transition:
         refund = _load_refund(conn, ctx)
