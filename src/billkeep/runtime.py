@@ -9,7 +9,8 @@ BILLKEEP_STRIPE_API_BASE).
 Gateway secrets are encrypted with the server key (BILLKEEP_SECRET_KEY; see
 billkeep.gateways.crypto): on PostgreSQL without it, `open_billkeep` refuses to start.
 BILLKEEP_GATEWAY_API_BASES (comma-separated URL prefixes), when set, limits the addresses a tenant
-may configure as a gateway's api_base.
+may configure as a gateway's api_base. Engine limits come from the environment too
+(EngineConfig.from_env: BILLKEEP_IDEMPOTENCY_TTL, BILLKEEP_LEASE, BILLKEEP_RESOLVE_BACKOFF, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 from weakref import WeakKeyDictionary
 
 from billkeep.engine.service import Billkeep
+from billkeep.engine.steps import EngineConfig
 from billkeep.gateways.config import CreateGateway, GatewayConfigStore
 from billkeep.gateways.crypto import SecretBox, secret_box_for_database
 from billkeep.gateways.directory import DatabaseGatewayDirectory
@@ -70,7 +72,7 @@ def open_billkeep(url: str | None = None, *, migrate: bool = True) -> Billkeep:
     directory = DatabaseGatewayDirectory(
         GatewayConfigStore(db, box), default_gateway_from_env(database_url)
     )
-    billkeep = Billkeep(db, directory)
+    billkeep = Billkeep(db, directory, config=EngineConfig.from_env())
     enable_gateway_configs(billkeep, box, _allowed_api_bases())
     return billkeep
 

@@ -9,6 +9,8 @@ a crash can never make a second effect.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -32,6 +34,7 @@ __all__ = [
     "StepContext",
     "Suspend",
     "Transition",
+    "parse_duration_ms",
 ]
 
 HOUR_MS = 3600 * 1000
@@ -62,9 +65,44 @@ class EngineConfig:
         assert 0 < self.max_wait_ms <= 10_000, "Prefer: wait is capped at 10 s by the API contract"
         assert self.resolve_backoff_ms and all(d > 0 for d in self.resolve_backoff_ms)
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EngineConfig:
+        """Read overrides: BILLKEEP_IDEMPOTENCY_TTL (e.g. 72h), BILLKEEP_LEASE (30s),
+        BILLKEEP_RESOLVE_BACKOFF (1m,5m,1h,1d), BILLKEEP_RESOLVE_GIVE_UP (7d),
+        BILLKEEP_ERROR_RETRY (5s). Durations: an integer with ms, s, m, h or d."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for variable, field_name in _DURATION_SETTINGS.items():
+            if env.get(variable):
+                values[field_name] = parse_duration_ms(env[variable], variable)
+        if env.get("BILLKEEP_RESOLVE_BACKOFF"):
+            values["resolve_backoff_ms"] = tuple(
+                parse_duration_ms(part, "BILLKEEP_RESOLVE_BACKOFF")
+                for part in env["BILLKEEP_RESOLVE_BACKOFF"].split(",")
+            )
+        return cls(**values)
+
     def resolve_delay_ms(self, tries: int) -> int:
         schedule = self.resolve_backoff_ms
         return schedule[min(tries, len(schedule) - 1)]
+
+
+_DURATION_SETTINGS = {
+    "BILLKEEP_IDEMPOTENCY_TTL": "idempotency_ttl_ms",
+    "BILLKEEP_LEASE": "lease_ms",
+    "BILLKEEP_RESOLVE_GIVE_UP": "resolve_give_up_ms",
+    "BILLKEEP_ERROR_RETRY": "error_retry_ms",
+}
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": HOUR_MS, "d": DAY_MS}
+_DURATION_PATTERN = re.compile(r"^\s*(\d{1,12})\s*(ms|s|m|h|d)\s*$")
+
+
+def parse_duration_ms(text: str, name: str = "duration") -> int:
+    """`72h` -> 259200000. Refuses anything but a whole number with a unit."""
+    match = _DURATION_PATTERN.match(text)
+    if match is None:
+        raise ValueError(f"{name}: {text!r} is not a duration like 500ms, 30s, 5m, 72h or 7d")
+    return int(match.group(1)) * _DURATION_UNITS_MS[match.group(2)]
 
 
 @dataclass
