@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -37,7 +38,7 @@ from billkeep.storage.tables.core import (
     refunds,
 )
 
-__all__ = ["Auditor", "GatewayView", "Violation"]
+__all__ = ["Auditor", "GatewayPayment", "GatewayRefund", "GatewayView", "Violation"]
 
 _FINAL = frozenset(s.value for s in FINAL_STATES)
 _CLAIM_DETAILS = ("claimed", "lease taken over")
@@ -158,24 +159,36 @@ class Auditor:
     def __init__(
         self,
         db: Database,
-        core: SimulatorCore,
+        core: SimulatorCore | None,
         records: GatewayRecords,
         history: ClientHistory,
+        *,
+        gateway_view: Callable[[], GatewayView] | None = None,
     ) -> None:
+        """`gateway_view` replaces reading `core`'s store in-process (e.g. the chaos harness reads
+        a simulator process over HTTP); the checks themselves are the same."""
+        assert core is not None or gateway_view is not None, "the auditor needs the gateway's records"
         self.db = db
         self.core = core
         self.records = records
         self.history = history
+        self._gateway_view = gateway_view
         self._seen_final_commands: dict[tuple[str, str], tuple[str, int | None, str | None]] = {}
         self._seen_charge_status: dict[tuple[str, str], str] = {}
         self._seen_refund_status: dict[tuple[str, str], str] = {}
         self.audits = 0
 
     # --- entry points ----------------------------------------------------------------------------
+    def load_gateway(self) -> GatewayView:
+        if self._gateway_view is not None:
+            return self._gateway_view()
+        assert self.core is not None
+        return GatewayView.load(self.core)
+
     def check_safety(self) -> list[Violation]:
         self.audits += 1
         rows = _Rows.load(self.db)
-        gateway = GatewayView.load(self.core)
+        gateway = self.load_gateway()
         found: list[Violation] = []
         found += self._i1_one_payment_per_intent(rows, gateway)
         found += self._i3_ledger_balances(rows, gateway)
@@ -190,7 +203,7 @@ class Auditor:
     def check_final(self) -> list[Violation]:
         """After faults stopped, recovery ran and every client asked once more."""
         rows = _Rows.load(self.db)
-        gateway = GatewayView.load(self.core)
+        gateway = self.load_gateway()
         found = self.check_safety()
         found += self._i2_everything_final(rows)
         found += self._i4_ledger_matches_gateway(rows, gateway)
