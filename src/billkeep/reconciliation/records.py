@@ -35,16 +35,17 @@ def _stream(conn: Connection, query: Any) -> Iterator[Any]:
 
 def gateway_records(conn: Connection, tenant_id: str, run_id: str) -> Iterator[GatewayRecord]:
     p, f = staged_gateway_payments, staged_gateway_fees
-    # One aggregate joined once (a hash join), not a subquery per payment.
-    fees = (
-        sa.select(f.c.charge_reference, sa.func.sum(f.c.fee_minor).label("fee_minor"))
-        .where(f.c.tenant_id == tenant_id, f.c.run_id == run_id)
-        .group_by(f.c.charge_reference)
-        .subquery()
+    fee = (
+        sa.select(sa.func.sum(f.c.fee_minor))
+        .where(
+            f.c.tenant_id == p.c.tenant_id,
+            f.c.run_id == p.c.run_id,
+            f.c.charge_reference == p.c.charge_reference,
+        )
+        .scalar_subquery()
     )
     query = (
-        sa.select(p, fees.c.fee_minor)
-        .select_from(p.outerjoin(fees, fees.c.charge_reference == p.c.charge_reference))
+        sa.select(p, fee.label("fee_minor"))
         .where(p.c.tenant_id == tenant_id, p.c.run_id == run_id)
         .order_by(_byte_order(conn, p.c.match_key), _byte_order(conn, p.c.reference))
     )
