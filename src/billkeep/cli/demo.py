@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from billkeep.demo.billing_act import BillingActHooks, BillingQuarter, run_billing_quarter
+from billkeep.demo.billing_render import render_billing_report
 from billkeep.demo.charges_act import ChargeBurst, run_charge_burst
 from billkeep.demo.render import render_charge_report
 from billkeep.demo.resolutions import render_resolution_report, resolution_report
@@ -41,6 +43,8 @@ def _fresh_sqlite(path: Path) -> str:
 SIM_CLIENT_READ_TIMEOUT_MS = 1_000
 SIM_HOLD_MS = 1_500
 SIM_LATENCY_MS = 300
+# The billing act keeps faults rarer: a held answer costs the client its read timeout.
+BILLING_FAULT_PROBABILITY = 0.06
 
 
 def _simulator_fault_plan(probability: float, seed: int) -> dict[str, object]:
@@ -83,6 +87,20 @@ def _run_burst(
     return ok and resolved
 
 
+def _run_billing(
+    console: Console, bk: Billkeep, quarter: BillingQuarter, hooks: BillingActHooks
+) -> bool:
+    """Act 2: a billed quarter on its own tenant, same database and gateway, a manual clock."""
+    console.print(
+        f"[bold]billing act[/]: {quarter.subscriptions} subscriptions, {quarter.months} months"
+    )
+    with console.status("billing") as status:
+        report = run_billing_quarter(
+            bk.db.url, bk.services.gateways, quarter, hooks, on_step=status.update
+        )
+    return render_billing_report(console, report)
+
+
 def _demo_with_simulator(
     console: Console, database: Path, plan: ChargeBurst, fault_probability: float
 ) -> bool:
@@ -112,9 +130,17 @@ def _demo_with_simulator(
             sim.settle_all_processing()
 
         try:
-            return _run_burst(
+            charges_ok = _run_burst(
                 console, bk, tenant_id, plan, (sim.clear_faults, settle_async, succeeded_by_command)
             )
+            hooks = BillingActHooks(
+                lambda: sim.set_faults(_simulator_fault_plan(BILLING_FAULT_PROBABILITY, plan.seed)),
+                sim.clear_faults,
+                settle_async,
+                succeeded_by_command,
+            )
+            billing_ok = _run_billing(console, bk, BillingQuarter(seed=plan.seed), hooks)
+            return charges_ok and billing_ok
         finally:
             bk.close()
             gateway.close()
@@ -174,6 +200,11 @@ def demo(
     ok = _run_burst(
         console, bk, tenant_id, plan, (disable_faults, settle_async, gateway.succeeded_by_command)
     )
+    hooks = BillingActHooks(
+        lambda: setattr(faults, "enabled", True), disable_faults, settle_async,
+        gateway.succeeded_by_command,
+    )  # fmt: skip
+    ok = _run_billing(console, bk, BillingQuarter(seed=seed), hooks) and ok
     bk.close()
     if not ok:
         raise typer.Exit(2)
