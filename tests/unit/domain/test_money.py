@@ -6,7 +6,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billkeep.domain.errors import ValidationFailed
@@ -162,6 +162,7 @@ def test_money_parse_reports_every_bad_field() -> None:
 weights = st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=20).filter(any)
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow])  # shared, loaded CI machines
 @given(total=st.integers(-(10**15), 10**15), weights=weights)
 def test_allocation_conserves_the_total_and_stays_within_one_unit(
     total: int, weights: list[int]
@@ -176,6 +177,7 @@ def test_allocation_conserves_the_total_and_stays_within_one_unit(
         assert part == 0 or (part > 0) == (total > 0), "parts keep the sign of the total"
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow])  # shared, loaded CI machines
 @given(
     amount=st.integers(-(10**12), 10**12), weights=weights, currency=st.sampled_from(["usd", "jpy"])
 )

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billkeep.domain.errors import UnbalancedEntry, ValidationFailed
@@ -107,6 +107,7 @@ def test_posting_currency_must_be_a_known_lowercase_code(currency: str) -> None:
 amounts = st.integers(min_value=1, max_value=10**9)
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow])  # shared, loaded CI machines
 @given(
     debits=st.lists(amounts, min_size=1, max_size=5),
     credit_count=st.integers(1, 5),
