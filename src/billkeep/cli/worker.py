@@ -31,11 +31,15 @@ def worker(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     from billkeep.billing.runs import run_billing_cycle, start_billing_thread
+    from billkeep.reconciliation.wiring import webhook_service_for
 
+    webhooks = webhook_service_for(billkeep)
+    recovery.periodic_tasks.append(webhooks.processor.process_due)  # received and parked events
     if once:
         run_billing_cycle(billkeep, billkeep.clock.now_ms())  # invoice ended periods, charge due
         recovery.drain()
         recovery.sweep_keys()
+        recovery.run_periodic_tasks()
     else:
         start_billing_thread(billkeep, recovery.stop_event)  # billing cycle every minute
         recovery.run_forever()

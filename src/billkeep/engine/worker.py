@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -46,6 +47,9 @@ class RecoveryWorker:
         self.actor = actor or default_actor("worker")
         self.stats = WorkerStats()
         self.stop_event = threading.Event()
+        # Other areas' background duties (webhook processing, ...) run once per round; each
+        # returns how much work it did, so an idle worker backs off only when all were idle.
+        self.periodic_tasks: list[Callable[[], int]] = []
 
     def _claimable(self, now_ms: int) -> sa.ColumnElement[bool]:
         return sa.and_(
@@ -153,12 +157,22 @@ class RecoveryWorker:
             try:
                 worked = self.run_once()
                 self.sweep_keys()
+                worked += self.run_periodic_tasks()
             except BillkeepError as exc:  # e.g. database unavailable: back off and try again
                 logger.warning("worker round failed: %s", exc)
                 worked = 0
             idle_ms = IDLE_SLEEP_MS if worked else min(MAX_IDLE_SLEEP_MS, idle_ms * 2)
             if not worked:
                 self.stop_event.wait(idle_ms / 1000)
+
+    def run_periodic_tasks(self) -> int:
+        done = 0
+        for task in self.periodic_tasks:
+            try:
+                done += task()
+            except BillkeepError as exc:
+                logger.warning("periodic task %s failed: %s", getattr(task, "__name__", task), exc)
+        return done
 
     def stop(self) -> None:
         self.stop_event.set()
