@@ -1,12 +1,15 @@
 """`POST /v1/usage_events`: set-based ingestion, deduplicated by (tenant_id, event_id).
 
 One transaction per batch, a constant number of round trips whatever the batch size:
-1. validate every item (domain/usage.py), then check the subjects and metrics it names exist and
-   that each event carries what its metric aggregates (one query per kind, not per event);
-2. `INSERT ... ON CONFLICT DO NOTHING` all candidates, each row stamped with this batch's id;
-3. one SELECT of the candidates' stored (fingerprint, batch_id): rows with our batch id are new;
-   the others were stored before (or by a concurrent batch that won the unique key) and are
-   duplicates when the fingerprint matches, `event_id_reused` rejections when it does not.
+1. validate every item (billing/usage_fast.py: the domain rules of domain/usage.py on a cheap
+   path), then check the subjects and metrics it names exist and that each event carries what its
+   metric aggregates (one query per kind, not per event);
+2. insert all candidates, ignoring conflicts, each row stamped with this batch's id. On
+   PostgreSQL: ONE `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING RETURNING
+   event_id` (the ids returned are exactly the rows this batch stored); on SQLite an executemany;
+3. the candidates not stored by this batch were stored before (or by a concurrent batch that won
+   the unique key): one SELECT of their fingerprints tells a duplicate (same fingerprint) from an
+   `event_id_reused` rejection (another content).
 
 Candidates are inserted in event_id order so concurrent batches with overlapping ids take the
 unique-index locks in one global order (no deadlock). Nothing is acknowledged before the commit.
@@ -14,22 +17,22 @@ unique-index locks in one global order (no deadlock). Nothing is acknowledged be
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from billkeep.billing.catalogue import load_metrics
+from billkeep.billing.usage_fast import fast_validate_batch
 from billkeep.domain.ids import new_id
 from billkeep.domain.metrics import Rejection, extract_value
 from billkeep.domain.usage import (
     RejectedEvent,
     UsageEvent,
     check_event_id_reuse,
-    validate_usage_batch,
 )
 from billkeep.storage.database import Database, insert_ignoring_conflicts
 from billkeep.storage.tables.billing import subscriptions, usage_events
@@ -48,6 +51,19 @@ REJECT_UNKNOWN_SUBSCRIPTION = "unknown_subscription"
 REJECT_UNKNOWN_METRIC = "unknown_metric"
 # Parameters per IN (...) list; a batch is at most 1000 events, so one list suffices.
 _MAX_IN_LIST = 1000
+_TEXT_ARRAY = ARRAY(sa.Text())
+_USAGE_COLUMNS = (
+    "tenant_id", "event_id", "customer_id", "subscription_id", "metric", "timestamp_ms",
+    "properties", "fingerprint", "batch_id", "received_at_ms", "invoice_id",
+)  # fmt: skip
+_PG_TYPES = ("text", "text", "text", "text", "text", "bigint", "text", "text", "text", "bigint",
+             "text")  # fmt: skip
+# Every column from one array each: one statement, 11 parameters, whatever the batch size.
+_PG_INSERT = (
+    f"INSERT INTO usage_events ({', '.join(_USAGE_COLUMNS)}) "
+    f"SELECT * FROM unnest({', '.join(f'%b::{t}[]' for t in _PG_TYPES)}) "
+    "ON CONFLICT (tenant_id, event_id) DO NOTHING RETURNING event_id"
+)
 
 
 @dataclass
@@ -72,7 +88,12 @@ def _existing_ids(conn: Connection, column: Any, tenant_column: Any, ids: set[st
     if not ids:
         return set()
     assert len(ids) <= _MAX_IN_LIST
-    rows = conn.execute(sa.select(column).where(tenant_column, column.in_(sorted(ids)))).scalars()
+    if conn.dialect.name == "postgresql":
+        # One array parameter instead of an IN list of up to 1000 bound parameters.
+        condition = column == sa.any_(sa.cast(sa.literal(sorted(ids), _TEXT_ARRAY), _TEXT_ARRAY))
+    else:
+        condition = column.in_(sorted(ids))
+    rows = conn.execute(sa.select(column).where(tenant_column, condition)).scalars()
     return {str(value) for value in rows}
 
 
@@ -109,35 +130,66 @@ def _reference_rejections(
     return rejections
 
 
-def _insert(
-    conn: Connection,
-    tenant_id: str,
-    events: Iterable[UsageEvent],
-    batch_id: str,
-    now_ms: int,
-) -> None:
-    rows = [
-        {
-            "tenant_id": tenant_id,
-            "event_id": e.event_id,
-            "customer_id": e.customer_id,
-            "subscription_id": e.subscription_id,
-            "metric": e.metric,
-            "timestamp_ms": e.timestamp_ms,
-            "properties": json.dumps(dict(e.properties), sort_keys=True, separators=(",", ":")),
-            "fingerprint": e.fingerprint,
-            "batch_id": batch_id,
-            "received_at_ms": now_ms,
-            "invoice_id": None,
-        }
+def _rows(
+    tenant_id: str, events: Iterable[UsageEvent], texts: dict[str, str], batch_id: str, now_ms: int
+) -> list[tuple[Any, ...]]:
+    # Sorted by event_id so concurrent batches with overlapping ids take the unique-index locks
+    # in one global order (no deadlock).
+    return [
+        (tenant_id, e.event_id, e.customer_id, e.subscription_id, e.metric, e.timestamp_ms,
+         texts[e.event_id], e.fingerprint, batch_id, now_ms, None)
         for e in sorted(events, key=lambda e: e.event_id)
-    ]
-    if rows:
-        conn.execute(insert_ignoring_conflicts(conn.dialect.name, usage_events), rows)
+    ]  # fmt: skip
+
+
+def _insert(conn: Connection, rows: list[tuple[Any, ...]], batch_id: str) -> set[str]:
+    """Insert ignoring existing ids; returns the event ids this batch stored."""
+    if conn.dialect.name == "postgresql":
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_PG_INSERT, columns)
+            return {str(row[0]) for row in cursor.fetchall()}
+        finally:
+            cursor.close()
+    conn.execute(
+        insert_ignoring_conflicts(conn.dialect.name, usage_events),
+        [dict(zip(_USAGE_COLUMNS, row, strict=True)) for row in rows],
+    )
+    ids = [row[1] for row in rows]
+    stored = conn.execute(
+        sa.select(usage_events.c.event_id).where(
+            usage_events.c.tenant_id == rows[0][0],
+            usage_events.c.event_id.in_(ids),
+            usage_events.c.batch_id == batch_id,
+        )
+    ).scalars()
+    return {str(event_id) for event_id in stored}
+
+
+def _stored_fingerprints(conn: Connection, tenant_id: str, event_ids: list[str]) -> dict[str, str]:
+    if not event_ids:
+        return {}
+    if conn.dialect.name == "postgresql":
+        condition = usage_events.c.event_id == sa.any_(
+            sa.cast(sa.literal(event_ids, _TEXT_ARRAY), _TEXT_ARRAY)
+        )
+    else:
+        condition = usage_events.c.event_id.in_(event_ids)
+    rows = conn.execute(
+        sa.select(usage_events.c.event_id, usage_events.c.fingerprint).where(
+            usage_events.c.tenant_id == tenant_id, condition
+        )
+    )
+    return {str(row.event_id): str(row.fingerprint) for row in rows}
 
 
 def _store(
-    conn: Connection, tenant_id: str, candidates: Sequence[tuple[int, UsageEvent]], now_ms: int
+    conn: Connection,
+    tenant_id: str,
+    candidates: Sequence[tuple[int, UsageEvent]],
+    texts: dict[str, str],
+    now_ms: int,
 ) -> IngestResult:
     result = IngestResult()
     refused = _reference_rejections(conn, tenant_id, candidates)
@@ -149,24 +201,17 @@ def _store(
     if not valid:
         return result
     batch_id = new_id("use", now_ms)
-    _insert(conn, tenant_id, (e for _, e in valid), batch_id, now_ms)
-    stored = {
-        row.event_id: (row.fingerprint, row.batch_id)
-        for row in conn.execute(
-            sa.select(
-                usage_events.c.event_id, usage_events.c.fingerprint, usage_events.c.batch_id
-            ).where(
-                usage_events.c.tenant_id == tenant_id,
-                usage_events.c.event_id.in_([e.event_id for _, e in valid]),
-            )
-        )
-    }
+    inserted = _insert(
+        conn, _rows(tenant_id, (e for _, e in valid), texts, batch_id, now_ms), batch_id
+    )
+    existing = _stored_fingerprints(
+        conn, tenant_id, sorted(e.event_id for _, e in valid if e.event_id not in inserted)
+    )
     for index, event in valid:
-        stored_fingerprint, stored_batch = stored[event.event_id]
-        if stored_batch == batch_id:
+        if event.event_id in inserted:
             result.accepted += 1
             continue
-        reuse = check_event_id_reuse(stored_fingerprint, event)
+        reuse = check_event_id_reuse(existing[event.event_id], event)
         if reuse is None:
             result.duplicates += 1
         else:
@@ -177,10 +222,11 @@ def _store(
 def ingest_usage_events(db: Database, tenant_id: str, body: Any, now_ms: int) -> IngestResult:
     """Validate and store one batch (at most 1000 events). Raises ValidationFailed only for a
     malformed envelope; every bad event is reported in `rejected` instead."""
-    batch = validate_usage_batch(body, now_ms)
+    fast = fast_validate_batch(body, now_ms)
+    batch = fast.batch
 
     def work(conn: Connection) -> IngestResult:
-        stored = _store(conn, tenant_id, batch.events, now_ms)
+        stored = _store(conn, tenant_id, batch.events, fast.properties_text, now_ms)
         stored.duplicates += len(batch.duplicate_indexes)
         stored.rejected.extend(batch.rejected)
         return stored

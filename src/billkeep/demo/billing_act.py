@@ -300,7 +300,9 @@ class _Quarter:
     def late_usage(self, start_ms: int, end_ms: int) -> None:
         """Events of an already invoiced period arriving now: billed next time, as adjustments."""
         events = []
-        for sub, _customer, code in self.rng.sample(self.subs, self.plan.late_events_per_month):
+        for sub, _customer, code in self.rng.sample(
+            self.subs, min(len(self.subs), self.plan.late_events_per_month)
+        ):
             event = self._event(sub, code, self.rng.randrange(start_ms, end_ms))
             self.sent.late_ids.add(event["event_id"])
             events.append(event)
