@@ -14,6 +14,7 @@ from rich.progress import Progress
 from billkeep.demo.billing_act import BillingActHooks, BillingQuarter, run_billing_quarter
 from billkeep.demo.billing_render import render_billing_report
 from billkeep.demo.charges_act import ChargeBurst, run_charge_burst
+from billkeep.demo.reconcile_act import render_reconcile_report, run_reconcile_act
 from billkeep.demo.render import render_charge_report
 from billkeep.demo.resolutions import render_resolution_report, resolution_report
 from billkeep.engine.service import Billkeep
@@ -150,7 +151,9 @@ def _demo_with_simulator(
                 succeeded_by_command,
             )
             billing_ok = _run_billing(console, bk, quarter, hooks)
-            return charges_ok and billing_ok
+            # Last act: reconcile the charges act's tenant, an outside payment injected first.
+            reconciled = render_reconcile_report(console, run_reconcile_act(bk, tenant_id, sim))
+            return charges_ok and billing_ok and reconciled
         finally:
             bk.close()
             gateway.close()
