@@ -27,6 +27,10 @@ __all__ = [
     "insert_command",
     "load_command",
     "lock_command",
+    "peek_by_business_key",
+    "peek_by_idempotency_key",
+    "set_key_expiry",
+    "set_key_expiry_of_command",
     "transition",
 ]
 
@@ -135,6 +139,44 @@ def find_by_business_key(conn: Connection, tenant_id: str, business_key: str) ->
     return None if row is None else lock_command(conn, tenant_id, row.id)
 
 
+def peek_by_idempotency_key(
+    conn: Connection, tenant_id: str, operation: str, key: str, now_ms: int
+) -> CommandRow | None:
+    """The command holding this unexpired key, read in one query without a lock.
+
+    For the replay fast path only: a final command never changes again, so an unlocked read of it
+    is as good as a locked one; anything else must be read again under the lock.
+    """
+    live = sa.or_(
+        idempotency_keys.c.expires_at_ms.is_(None), idempotency_keys.c.expires_at_ms > now_ms
+    )
+    row = conn.execute(
+        sa.select(commands)
+        .join(
+            idempotency_keys,
+            (idempotency_keys.c.tenant_id == commands.c.tenant_id)
+            & (idempotency_keys.c.command_id == commands.c.id),
+        )
+        .where(
+            idempotency_keys.c.tenant_id == tenant_id,
+            idempotency_keys.c.operation == operation,
+            idempotency_keys.c.idempotency_key == key,
+            live,
+        )
+    ).first()
+    return None if row is None else CommandRow.from_row(row)
+
+
+def peek_by_business_key(conn: Connection, tenant_id: str, business_key: str) -> CommandRow | None:
+    """The command of this business key, without a lock (the replay fast path, as above)."""
+    row = conn.execute(
+        sa.select(commands).where(
+            commands.c.tenant_id == tenant_id, commands.c.business_key == business_key
+        )
+    ).first()
+    return None if row is None else CommandRow.from_row(row)
+
+
 def insert_command(
     conn: Connection,
     *,
@@ -196,17 +238,21 @@ def _append_history(
     detail: str | None,
     now_ms: int,
 ) -> None:
-    last = conn.execute(
-        sa.select(sa.func.max(command_transitions.c.seq)).where(
+    # The next seq computed inside the INSERT: one round trip instead of two. Appends to one
+    # command never race: each follows the fenced UPDATE of its command row (or its INSERT).
+    next_seq = (
+        sa.select(sa.func.coalesce(sa.func.max(command_transitions.c.seq), 0) + 1)
+        .where(
             command_transitions.c.tenant_id == tenant_id,
             command_transitions.c.command_id == command_id,
         )
-    ).scalar()
+        .scalar_subquery()
+    )
     conn.execute(
         command_transitions.insert().values(
             tenant_id=tenant_id,
             command_id=command_id,
-            seq=(last or 0) + 1,
+            seq=next_seq,
             from_state=None if from_state is None else from_state.value,
             to_state=to_state.value,
             recovery_point=recovery_point,
@@ -307,6 +353,28 @@ def set_key_expiry(conn: Connection, row: CommandRow, expires_at_ms: int) -> Non
             idempotency_keys.c.operation == row.operation,
             idempotency_keys.c.idempotency_key == row.idempotency_key,
             idempotency_keys.c.command_id == row.id,
+        )
+        .values(expires_at_ms=expires_at_ms)
+    )
+
+
+def set_key_expiry_of_command(
+    conn: Connection, tenant_id: str, operation: str, command_id: str, expires_at_ms: int
+) -> None:
+    """`set_key_expiry` without loading the command first: its key is read inside the UPDATE
+    (a command with no idempotency key matches nothing)."""
+    key = (
+        sa.select(commands.c.idempotency_key)
+        .where(commands.c.tenant_id == tenant_id, commands.c.id == command_id)
+        .scalar_subquery()
+    )
+    conn.execute(
+        idempotency_keys.update()
+        .where(
+            idempotency_keys.c.tenant_id == tenant_id,
+            idempotency_keys.c.operation == operation,
+            idempotency_keys.c.idempotency_key == key,
+            idempotency_keys.c.command_id == command_id,
         )
         .values(expires_at_ms=expires_at_ms)
     )

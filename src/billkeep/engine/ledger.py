@@ -98,7 +98,30 @@ def ensure_account(conn: Connection, tenant_id: str, spec: PostingSpec, now_ms: 
     return str(conn.execute(sa.select(accounts.c.id).where(where)).scalar_one())
 
 
+def _account_ids(
+    conn: Connection, tenant_id: str, specs: Sequence[PostingSpec], now_ms: int
+) -> list[str]:
+    """Each posting's account id, creating missing accounts: one SELECT when all exist."""
+    codes = sorted({s.account_code for s in specs})
+    currencies = sorted({s.currency for s in specs})
+    rows = conn.execute(
+        sa.select(accounts.c.code, accounts.c.currency, accounts.c.id).where(
+            accounts.c.tenant_id == tenant_id,
+            accounts.c.code.in_(codes),
+            accounts.c.currency.in_(currencies),
+        )
+    ).all()
+    found = {(str(code), str(currency)): str(id_) for code, currency, id_ in rows}
+    for spec in specs:
+        key = (spec.account_code, spec.currency)
+        if key not in found:
+            found[key] = ensure_account(conn, tenant_id, spec, now_ms)
+    return [found[(s.account_code, s.currency)] for s in specs]
+
+
 def _lock_accounts(conn: Connection, tenant_id: str, account_ids: Sequence[str]) -> None:
+    if conn.dialect.name != "postgresql":
+        return  # SQLite: BEGIN IMMEDIATE already serialises every writer
     # Sorted order: two entries touching the same accounts can never deadlock on each other.
     ordered = sorted(set(account_ids))
     query = (
@@ -106,9 +129,7 @@ def _lock_accounts(conn: Connection, tenant_id: str, account_ids: Sequence[str])
         .where(accounts.c.tenant_id == tenant_id, accounts.c.id.in_(ordered))
         .order_by(accounts.c.id)
     )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    locked = conn.execute(query).scalars().all()
+    locked = conn.execute(query.with_for_update()).scalars().all()
     assert len(locked) == len(ordered), "every posted account exists"
 
 
@@ -192,7 +213,7 @@ def post_entry(
     if existing is not None:
         _check_same(conn, tenant_id, existing, description, specs, pending, resource_id)
         return PostedEntry(str(existing.id), entry_key, created=False)
-    account_ids = [ensure_account(conn, tenant_id, spec, now_ms) for spec in specs]
+    account_ids = _account_ids(conn, tenant_id, specs, now_ms)
     _lock_accounts(conn, tenant_id, account_ids)
     entry_id = new_id("je", now_ms)
     conn.execute(
