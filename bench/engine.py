@@ -547,8 +547,8 @@ def render_section(
         render_table(results, pgbench_tps),
         "",
         "Work per command (counted with SQLAlchemy events, one thread; a transaction is one "
-        "BEGIN/COMMIT pair, read-only ones included; pgbench's unit is one statement in one "
-        "transaction):",
+        "BEGIN/COMMIT pair, read-only ones included; SQLite's statements include its explicit "
+        "BEGIN; pgbench's unit is one statement in one transaction):",
         "",
         *render_profiles(profiles),
         "",
