@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from billkeep.billing.accounting import invoice_issued_postings, post_invoice_issued
+from billkeep.billing.accounting import IssuedInvoice, post_invoices_issued
 from billkeep.billing.catalogue import load_metrics, load_plan
 from billkeep.billing.config import BillingConfig
 from billkeep.billing.subscriptions import billable_period, load_subscription
@@ -49,13 +49,17 @@ from billkeep.domain.pricing import (
 )
 from billkeep.storage.database import Database, insert_ignoring_conflicts
 from billkeep.storage.tables.billing import invoice_lines, invoices, subscriptions, usage_events
-from billkeep.storage.tables.core import accounts
 
 __all__ = [
     "ComputedLine",
     "InvoicingTally",
+    "UsageRow",
+    "billed_usage",
     "compute_lines",
     "invoice_due_batch",
+    "late_periods",
+    "mark_billing_error",
+    "metered_metrics",
     "upcoming_invoice",
 ]
 
@@ -95,19 +99,13 @@ class InvoicingTally:
         self.invoice_ids.extend(other.invoice_ids)
 
 
-@dataclass(frozen=True, slots=True)
-class _Issued:
-    tenant_id: str
-    invoice_id: str
-    customer_id: str
-    total_minor: int
-    currency: str
+_Issued = IssuedInvoice
 
 
 # --- line computation (pure) ---------------------------------------------------------------------
 
 
-def _metered(plan: Plan) -> set[str]:
+def metered_metrics(plan: Plan) -> set[str]:
     return {m for m in (price_metric(p) for p in plan.prices) if m is not None}
 
 
@@ -272,7 +270,7 @@ def _claim_usage(
     return _usage(conn.execute(claim))
 
 
-def _billed_usage(
+def billed_usage(
     conn: Connection,
     sub: Any,
     metrics: set[str],
@@ -298,7 +296,7 @@ def _billed_usage(
     return found
 
 
-def _late_periods(
+def late_periods(
     plan: Plan, anchor_ms: int, claimed: Sequence[UsageRow], start_ms: int
 ) -> set[tuple[int, int]]:
     return {
@@ -344,10 +342,10 @@ def _create_invoice(
     ).rowcount
     if inserted == 0:
         return False  # the unique (subscription, period_start) says this period is invoiced
-    metered = _metered(plan)
+    metered = metered_metrics(plan)
     claimed = _claim_usage(conn, sub, metered, end_ms, invoice_id)
-    late_periods = _late_periods(plan, sub.anchor_ms, claimed, start_ms)
-    base = _billed_usage(conn, sub, metered, late_periods, invoice_id) if late_periods else {}
+    late = late_periods(plan, sub.anchor_ms, claimed, start_ms)
+    base = billed_usage(conn, sub, metered, late, invoice_id) if late else {}
     lines = compute_lines(plan, definitions, sub.anchor_ms, period, claimed, base)
     if lines:
         conn.execute(
@@ -396,7 +394,7 @@ def _invoice_subscription(
 ) -> tuple[list[_Issued], int, int]:
     """Invoice every due period of one (locked) subscription; returns (to post, created, existing)."""
     plan = load_plan(conn, sub.tenant_id, sub.plan_id).plan
-    definitions = load_metrics(conn, sub.tenant_id, _metered(plan))
+    definitions = load_metrics(conn, sub.tenant_id, metered_metrics(plan))
     issued: list[_Issued] = []
     created = existing = 0
     index = sub.next_period_index
@@ -425,26 +423,6 @@ def _invoice_subscription(
     return issued, created, existing
 
 
-def _lock_ledger_accounts(conn: Connection, issued: Sequence[_Issued]) -> None:
-    """Lock every existing account the batch posts to, in one global order (tenant, id), before
-    posting, so concurrent batches sharing accounts (revenue) wait instead of deadlocking.
-    Accounts created by the posting itself are new rows nobody else can hold yet."""
-    if conn.dialect.name != "postgresql":
-        return  # SQLite's BEGIN IMMEDIATE already serialises writers
-    by_tenant: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for item in issued:
-        for spec in invoice_issued_postings(item.customer_id, item.total_minor, item.currency):
-            by_tenant[item.tenant_id].add((spec.account_code, spec.currency))
-    for tenant_id in sorted(by_tenant):
-        codes = sorted({code for code, _ in by_tenant[tenant_id]})
-        conn.execute(
-            sa.select(accounts.c.id)
-            .where(accounts.c.tenant_id == tenant_id, accounts.c.code.in_(codes))
-            .order_by(accounts.c.id)
-            .with_for_update()
-        ).all()
-
-
 def _due_subscriptions(
     conn: Connection, as_of_ms: int, tenant_id: str | None, limit: int
 ) -> list[Any]:
@@ -457,6 +435,40 @@ def _due_subscriptions(
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return list(conn.execute(query).all())
+
+
+def mark_billing_error(conn: Connection, sub: Any, error: str, now_ms: int) -> None:
+    conn.execute(
+        subscriptions.update()
+        .where(subscriptions.c.tenant_id == sub.tenant_id, subscriptions.c.id == sub.id)
+        .values(billing_error=error[:2000], updated_at_ms=now_ms)
+    )
+
+
+def _invoice_one(
+    conn: Connection,
+    sub: Any,
+    as_of_ms: int,
+    now_ms: int,
+    config: BillingConfig,
+    run_id: str | None,
+    tally: InvoicingTally,
+    to_post: list[_Issued],
+) -> None:
+    """Every due period of one subscription, statement by statement (SQLite; catch-up of several
+    periods on PostgreSQL), in a savepoint so an overflow leaves the others untouched."""
+    try:
+        with conn.begin_nested():
+            issued, created, existing = _invoice_subscription(
+                conn, sub, as_of_ms, now_ms, config, run_id
+            )
+    except BillingOverflow as exc:
+        tally.failed += 1
+        mark_billing_error(conn, sub, str(exc), now_ms)
+        return
+    tally.created += created
+    tally.existing += existing
+    to_post.extend(issued)
 
 
 def invoice_due_batch(
@@ -474,36 +486,23 @@ def invoice_due_batch(
     def work(conn: Connection) -> InvoicingTally:
         tally = InvoicingTally()
         to_post: list[_Issued] = []
-        for sub in _due_subscriptions(conn, as_of_ms, tenant_id, config.invoice_batch_size):
-            tally.subscriptions += 1
-            try:
-                with conn.begin_nested():
-                    issued, created, existing = _invoice_subscription(
-                        conn, sub, as_of_ms, now_ms, config, run_id
-                    )
-            except BillingOverflow as exc:
-                tally.failed += 1
-                conn.execute(
-                    subscriptions.update()
-                    .where(subscriptions.c.tenant_id == sub.tenant_id, subscriptions.c.id == sub.id)
-                    .values(billing_error=str(exc)[:2000], updated_at_ms=now_ms)
-                )
-                continue
-            tally.created += created
-            tally.existing += existing
-            to_post.extend(issued)
-        _lock_ledger_accounts(conn, to_post)
+        due = _due_subscriptions(conn, as_of_ms, tenant_id, config.invoice_batch_size)
+        tally.subscriptions = len(due)
+        one_by_one = due
+        if conn.dialect.name == "postgresql":
+            # Imported here: invoicing_pg builds on this module's helpers.
+            from billkeep.billing.invoicing_pg import invoice_set_based
+
+            one_by_one = invoice_set_based(conn, due, as_of_ms, now_ms, run_id, tally, to_post)
+        for sub in one_by_one:
+            _invoice_one(conn, sub, as_of_ms, now_ms, config, run_id, tally, to_post)
+        by_tenant: dict[str, list[_Issued]] = defaultdict(list)
         for item in to_post:
-            post_invoice_issued(
-                conn,
-                item.tenant_id,
-                item.invoice_id,
-                item.customer_id,
-                item.total_minor,
-                item.currency,
-                now_ms,
-            )
-            tally.invoice_ids.append(item.invoice_id)
+            by_tenant[item.tenant_id].append(item)
+        # Tenants in order, accounts in id order inside: one global lock order (no deadlocks).
+        for tenant in sorted(by_tenant):
+            post_invoices_issued(conn, tenant, by_tenant[tenant], now_ms)
+        tally.invoice_ids.extend(item.invoice_id for item in to_post)
         return tally
 
     return db.run_write(work)
@@ -522,7 +521,7 @@ def upcoming_invoice(
     period = billable_period(sub.anchor_ms, plan, sub.next_period_index, sub.ended_at_ms)
     if period is None:
         raise NotFound(f"subscription {subscription_id} has no upcoming invoice")
-    metered = _metered(plan)
+    metered = metered_metrics(plan)
     definitions = load_metrics(conn, tenant_id, metered)
     pending: list[UsageRow] = []
     if metered:
@@ -540,8 +539,8 @@ def upcoming_invoice(
                 )
             )
         )
-    late_periods = _late_periods(plan, sub.anchor_ms, pending, period[0])
-    base = _billed_usage(conn, sub, metered, late_periods, None) if late_periods else {}
+    late = late_periods(plan, sub.anchor_ms, pending, period[0])
+    base = billed_usage(conn, sub, metered, late, None) if late else {}
     lines = compute_lines(plan, definitions, sub.anchor_ms, period, pending, base)
     return {
         "object": "upcoming_invoice",

@@ -206,13 +206,15 @@ def test_late_event_is_billed_once_as_an_adjustment_on_the_next_invoice(
     ]
     assert feb.total_minor == 33
     with bk.db.read() as conn:
-        owners: dict[str, str] = dict(
-            conn.execute(
+        # A comprehension, not dict(result): a Result has keys(), so dict() would index it.
+        owners = {
+            str(row.event_id): str(row.invoice_id)
+            for row in conn.execute(
                 sa.select(usage_events.c.event_id, usage_events.c.invoice_id).where(
                     usage_events.c.tenant_id == tenant
                 )
-            ).tuples()
-        )
+            )
+        }
     assert owners == {"jan-1": jan.id, "jan-late": feb.id, "feb-1": feb.id}
 
 
