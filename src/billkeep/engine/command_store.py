@@ -20,8 +20,10 @@ from billkeep.storage.tables.core import command_transitions, commands, idempote
 
 __all__ = [
     "START_POINT",
+    "ClaimedCommand",
     "CommandRow",
     "claim",
+    "claim_recoverable_pg",
     "find_by_business_key",
     "find_by_idempotency_key",
     "insert_command",
@@ -261,6 +263,70 @@ def _append_history(
             at_ms=now_ms,
         )
     )
+
+
+@dataclass(frozen=True)
+class ClaimedCommand:
+    tenant_id: str
+    id: str
+    fencing_token: int
+
+
+def claim_recoverable_pg(
+    conn: Connection,
+    claimable: sa.ColumnElement[bool],
+    owner: str,
+    now_ms: int,
+    lease_ms: int,
+    batch_size: int,
+) -> list[ClaimedCommand]:
+    """PostgreSQL: pick and lease a batch in ONE statement, `FOR UPDATE SKIP LOCKED` in a CTE, so
+    concurrent workers on many machines each get different commands without waiting on each other.
+    Every claim is still a recorded transition of the state machine."""
+    picked = (
+        sa.select(
+            commands.c.tenant_id,
+            commands.c.id,
+            commands.c.state.label("old_state"),
+            commands.c.lease_owner.label("old_owner"),
+        )
+        .where(claimable)
+        .order_by(commands.c.next_attempt_at_ms)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    claimed = conn.execute(
+        commands.update()
+        .where(commands.c.tenant_id == picked.c.tenant_id, commands.c.id == picked.c.id)
+        .values(
+            state=CommandState.RUNNING.value,
+            lease_owner=owner,
+            lease_expires_at_ms=now_ms + lease_ms,
+            fencing_token=commands.c.fencing_token + 1,
+            attempts=commands.c.attempts + 1,
+            updated_at_ms=now_ms,
+        )
+        .returning(
+            commands.c.tenant_id,
+            commands.c.id,
+            commands.c.fencing_token,
+            commands.c.recovery_point,
+            picked.c.old_state,
+            picked.c.old_owner,
+        )
+    ).all()
+    result = []
+    for tenant_id, command_id, token, point, old_state, old_owner in claimed:
+        source = CommandState(old_state)
+        check_transition(source, CommandState.RUNNING)
+        taken_over = source == CommandState.RUNNING and old_owner is not None
+        detail = f"lease taken over from {old_owner}" if taken_over else "claimed"
+        _append_history(
+            conn, tenant_id, command_id, source, CommandState.RUNNING, point, owner, detail, now_ms
+        )
+        result.append(ClaimedCommand(tenant_id, command_id, int(token)))
+    return result
 
 
 def claim(conn: Connection, row: CommandRow, owner: str, now_ms: int, lease_ms: int) -> int:

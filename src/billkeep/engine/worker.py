@@ -68,14 +68,23 @@ class RecoveryWorker:
         now_ms = self.billkeep.clock.now_ms()
 
         def work(conn: Connection) -> list[tuple[str, str, int]]:
+            if conn.dialect.name == "postgresql":
+                batch = store.claim_recoverable_pg(
+                    conn,
+                    self._claimable(now_ms),
+                    self.actor,
+                    now_ms,
+                    config.lease_ms,
+                    config.worker_batch_size,
+                )
+                return [(c.tenant_id, c.id, c.fencing_token) for c in batch]
+            # SQLite: BEGIN IMMEDIATE already made this transaction the only writer.
             query = (
                 sa.select(commands.c.tenant_id, commands.c.id)
                 .where(self._claimable(now_ms))
                 .order_by(commands.c.next_attempt_at_ms)
                 .limit(config.worker_batch_size)
             )
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
             picked = conn.execute(query).all()
             claimed = []
             for tenant_id, command_id in picked:
