@@ -28,7 +28,7 @@ from billkeep.gateways.simulator_process import SimulatorProcess
 from billkeep.sim.auditor import Violation
 from billkeep.storage.database import Database
 from billkeep.storage.migrate import upgrade_to_head
-from billkeep.storage.tables.core import commands
+from billkeep.storage.tables.core import command_transitions, commands
 
 __all__ = ["ChaosConfig", "ChaosReport", "fault_plan", "run_chaos"]
 
@@ -52,7 +52,7 @@ class ChaosConfig:
     servers: int = 2
     workers: int = 3
     t1_clients: int = 6
-    kill_interval_ms: tuple[int, int] = (200, 700)  # between two kills (uniform)
+    kill_interval_ms: tuple[int, int] = (300, 900)  # between two kills (uniform)
     faults: bool = True
     work_dir: Path | None = None
 
@@ -67,6 +67,7 @@ class ChaosReport:
     keys: int = 0
     pending_after_recovery: int = 0
     faults_fired: int = 0
+    unknown_outcomes: int = 0  # commands that went through outcome_unknown (recorded history)
     sim_state: Any = None
     violations: list[Violation] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -103,7 +104,7 @@ def fault_plan(seed: int) -> dict[str, Any]:
 
 
 class ChaosLoop:
-    """Kills a random live server or worker (never the last live server) and restarts it."""
+    """Kills a random live server or worker (never the last server answering) and restarts it."""
 
     def __init__(self, supervisor: Supervisor, config: ChaosConfig, report: ChaosReport) -> None:
         self.supervisor = supervisor
@@ -131,8 +132,8 @@ class ChaosLoop:
 
     def _pick(self) -> ManagedProcess | None:
         alive = [p for p in self.supervisor.processes if p.alive()]
-        servers_alive = [p for p in alive if p.kind == "server"]
-        if len(servers_alive) <= 1:
+        serving = [p for p in alive if p.kind == "server" and p.ready]
+        if len(serving) <= 1:  # keep one server answering: restarts take seconds under load
             alive = [p for p in alive if p.kind != "server"]
         return self.rng.choice(alive) if alive else None
 
@@ -144,6 +145,7 @@ class ChaosLoop:
             process.spawn()
         with self.lock:
             self.report.restarts += 1
+        process.wait_ready()
 
     def join(self) -> None:
         for thread in self.restarters:
@@ -168,6 +170,17 @@ def _environment(config: ChaosConfig, sim: SimulatorProcess) -> dict[str, str]:
         }
     )
     return env
+
+
+def _unknown_outcomes(db: Database) -> int:
+    with db.read() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count(sa.distinct(command_transitions.c.command_id))).where(
+                    command_transitions.c.recovery_point == "outcome_unknown"
+                )
+            ).scalar_one()
+        )
 
 
 def _non_final_commands(db: Database) -> int:
@@ -292,6 +305,7 @@ def _run(
     report.violations = audit_run(
         db, HttpGateway(sim.url, sim.api_key), log, tenants, SystemClock().now_ms()
     )
+    report.unknown_outcomes = _unknown_outcomes(db)
     report.statuses = log.statuses
     report.outcomes = log.outcomes
     report.keys = len(log.requests)

@@ -43,6 +43,7 @@ class ManagedProcess:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
+    ready: bool = False  # answered its health check since it was last started
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -73,17 +74,20 @@ class ManagedProcess:
                 start_new_session=True,  # its own process group: kill -9 reaches its children
             )
         self.starts += 1
+        self.ready = False
 
     def wait_ready(self, timeout_ms: int = STARTUP_TIMEOUT_MS) -> bool:
         """Servers: until /healthz answers 200. Workers: running is ready."""
         if self.kind != "server":
-            return self.alive()
+            self.ready = self.alive()
+            return self.ready
         deadline = time.monotonic() + timeout_ms / 1000
         while time.monotonic() < deadline:
             if not self.alive():
                 return False
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    self.ready = True
                     return True
             except httpx.HTTPError:
                 pass

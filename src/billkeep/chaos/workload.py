@@ -34,6 +34,7 @@ USAGE_BATCH_EVENTS = 20
 CURRENCIES = ("usd", "eur")
 MAX_CHARGE_MINOR = 5_000
 SETUP_TIMEOUT_MS = 60_000
+CLIENT_PATIENCE_S = 10.0
 
 
 @dataclass
@@ -127,8 +128,9 @@ class Driver:
             return f"{prefix}-{self.seed}-{self._counter}"
 
     def deadline(self) -> float:
-        # While chaos runs a command is retried until the chaos ends; after, recovery takes over.
-        return time.monotonic() + 2.0
+        # A client keeps retrying through server restarts (a few seconds each) for this long;
+        # a key still without a final answer is retried again during recovery.
+        return time.monotonic() + CLIENT_PATIENCE_S
 
     def run(self) -> list[threading.Thread]:
         threads = [
@@ -236,7 +238,8 @@ class Driver:
         old = rng.sample(self.fixtures.period_events[rng.choice(self.fixtures.subscriptions)], 3)
         batch = fresh + fresh[:3] + old
         rng.shuffle(batch)
-        client.post_usage(batch, self.deadline())
+        if client.post_usage(batch, self.deadline()) is not None:
+            client.log.count("usage_batches_acked")
 
     def _billing_run(self, client: ApiClient) -> None:
         body = {"as_of": ms_to_rfc3339(int(time.time() * 1000) - 1000)}

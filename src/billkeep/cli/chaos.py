@@ -62,6 +62,7 @@ def render(console: Console, report: ChaosReport) -> None:
     )
     summary.add_row("idempotency keys", str(report.keys))
     summary.add_row("gateway faults fired", str(report.faults_fired))
+    summary.add_row("unknown outcomes (commands)", str(report.unknown_outcomes))
     if report.sim_state is not None:
         summary.add_row("gateway payments", str(report.sim_state["payment_intents"]["by_status"]))
     summary.add_row("timings (s)", ", ".join(f"{k}: {v:.1f}" for k, v in report.timings_s.items()))

@@ -33,8 +33,10 @@ def test_kill9_chaos_with_gateway_faults_keeps_every_invariant(pg_url: str, tmp_
     assert report.kills["worker"] >= MIN_WORKER_KILLS, report.kills
     assert report.outcomes["connection_error"] > 0, "clients saw servers die"
     assert report.faults_fired > 0, "the gateway's faults fired"
-    assert report.outcomes["unknown_202"] > 0, "some charges answered 202 (outcome unknown)"
+    # Unknown outcomes happened: a 202 to a client, or recorded in a command's history (a client
+    # killed with its server mid-request never sees the 202 the worker later resolves).
+    assert report.outcomes["unknown_202"] + report.unknown_outcomes > 0
     # And work got done through it all: final charges, declines, refunds, usage, billing.
     assert report.statuses[201] > 0 and report.statuses[402] > 0, report.statuses
-    assert report.outcomes["usage_events_sent"] > 0 and report.outcomes["isolation_probes"] > 0
+    assert report.outcomes["usage_batches_acked"] > 0 and report.outcomes["isolation_probes"] > 0
     assert report.sim_state["payment_intents"]["by_status"].get("succeeded", 0) > 0
