@@ -17,7 +17,7 @@ import math
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
 from billkeep.domain.fingerprint import canonical_json
 from billkeep.domain.metrics import is_metric_code
@@ -46,7 +46,13 @@ _EVENT_KEYS = frozenset(
 )
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_VISIBLE_MATCH = _VISIBLE_ASCII.fullmatch
 _encode_string = json.encoder.encode_basestring
+# canonical_json's settings, built once: json.dumps with non-default options builds an encoder
+# per call. Same output as domain.fingerprint.canonical_json (tested).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
 
 
 def properties_json(properties: Any) -> str:
@@ -60,14 +66,6 @@ class FastBatch:
 
     batch: UsageBatch
     properties_text: dict[str, str]
-
-
-def _visible(value: Any, max_length: int) -> bool:
-    return (
-        type(value) is str
-        and len(value) <= max_length
-        and _VISIBLE_ASCII.fullmatch(value) is not None
-    )
 
 
 def _scalar_ok(value: Any) -> bool:
@@ -95,7 +93,7 @@ def _fast_properties(item: dict[str, Any]) -> str | None:
             return None
         if not _scalar_ok(scalar):
             return None
-    text = canonical_json(value)
+    text = _CANONICAL(value)
     if len(text) > MAX_PROPERTIES_BYTES and len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
         return None
     return text
@@ -120,9 +118,7 @@ class _Validator:
             return None
         return parsed
 
-    def _metric_ok(self, value: Any) -> bool:
-        if type(value) is not str:
-            return False
+    def _metric_ok(self, value: str) -> bool:
         known = self.metrics.get(value)
         if known is None:
             known = self.metrics[value] = is_metric_code(value)
@@ -136,15 +132,18 @@ class _Validator:
         customer_id = item.get("customer_id")
         subscription_id = item.get("subscription_id")
         metric = item.get("metric")
-        if not _visible(event_id, MAX_EVENT_ID_LENGTH) or not self._metric_ok(metric):
-            return None
-        if (customer_id is None) == (subscription_id is None):
-            return None
         subject = customer_id if customer_id is not None else subscription_id
-        if not _visible(subject, MAX_SUBJECT_ID_LENGTH):
+        # Inline type tests (not helpers): this runs for every event of every batch.
+        if type(event_id) is not str or len(event_id) > MAX_EVENT_ID_LENGTH:
             return None
-        # Checked above: all three are str (cast, not converted: no work at run time).
-        event_id, metric, subject = cast(str, event_id), cast(str, metric), cast(str, subject)
+        if type(subject) is not str or len(subject) > MAX_SUBJECT_ID_LENGTH:
+            return None
+        if type(metric) is not str or not self._metric_ok(metric):
+            return None
+        if customer_id is not None and subscription_id is not None:
+            return None
+        if _VISIBLE_MATCH(event_id) is None or _VISIBLE_MATCH(subject) is None:
+            return None
         timestamp_ms = self._timestamp_ms(item.get("timestamp"))
         if timestamp_ms is None:
             return None

@@ -1,5 +1,10 @@
 """Overlapping billing runs in separate PROCESSES on PostgreSQL, and a worker killed with SIGKILL
-mid-run: every period invoiced exactly once, every invoice paid at most once, the ledger balanced."""
+mid-run: every period invoiced exactly once, every invoice paid at most once, the ledger balanced.
+
+The default run uses 400 subscriptions (still 4 processes, so runs overlap batch by batch); the
+full size (2,000 subscriptions, 300 of them charged) runs with the slow marker:
+`.venv/bin/pytest -m slow tests/integration/billing/test_concurrent_runs.py`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,14 +43,36 @@ pytestmark = pytest.mark.postgres
 PROC = Path(__file__).with_name("billing_proc.py")
 JAN_1 = ms_from_civil(2026, 1, 1)
 MAR_1 = ms_from_civil(2026, 3, 1)
-SUBSCRIPTIONS = 2000
-USAGE_SUBSCRIPTIONS = 300
 UNIT_MINOR = 7
 DECLINED_EVERY = 10
 LEASES_PASSED_MS = 5 * 60_000  # beyond the command lease and the charge lease
 
 
-def _setup(bk: Billkeep, clock: ManualClock) -> tuple[str, list[str], list[int]]:
+@dataclass(frozen=True)
+class Size:
+    subscriptions: int
+    usage_subscriptions: int  # these get usage, so their invoices are charged
+    events: int  # 2 units each, spread over the usage subscriptions
+    kill_after_invoices: int  # the kill -9 test kills the worker once this many exist
+
+
+DEFAULT = Size(subscriptions=400, usage_subscriptions=60, events=200, kill_after_invoices=150)
+FULL = Size(subscriptions=2000, usage_subscriptions=300, events=1000, kill_after_invoices=300)
+
+
+@pytest.fixture(
+    params=[pytest.param(DEFAULT, id="400"), pytest.param(FULL, id="2000", marks=pytest.mark.slow)]
+)
+def size(request: pytest.FixtureRequest) -> Size:
+    # The project's default options do not deselect `slow`; the full size runs only when asked
+    # for (`-m slow`), so the default suite stays short.
+    markexpr = str(request.config.getoption("markexpr") or "")
+    if request.param is FULL and ("slow" not in markexpr or "not slow" in markexpr):
+        pytest.skip("full size: run with -m slow")
+    return request.param  # type: ignore[no-any-return]
+
+
+def _setup(bk: Billkeep, clock: ManualClock, size: Size) -> tuple[str, list[str], list[int]]:
     tenant, _ = bk.tenants.create_tenant("concurrency", clock.now_ms())
     create_metric(bk, tenant, "units")
     plan = create_plan(
@@ -52,23 +80,23 @@ def _setup(bk: Billkeep, clock: ManualClock) -> tuple[str, list[str], list[int]]
         tenant,
         "p",
         # Usage only: idle subscriptions get zero invoices (settled at once, nothing to charge),
-        # the USAGE_SUBSCRIPTIONS with usage get charged, every DECLINED_EVERY-th one declined.
+        # the usage subscriptions get charged, every DECLINED_EVERY-th one declined.
         [{"type": "per_unit", "metric": "units", "unit_amount": UNIT_MINOR}],
     )
-    starts = [JAN_1 + (n % 28) * MS_PER_DAY for n in range(SUBSCRIPTIONS)]
+    starts = [JAN_1 + (n % 28) * MS_PER_DAY for n in range(size.subscriptions)]
     subs = bulk_subscriptions(bk, tenant, plan, starts, declined_every=DECLINED_EVERY)
     clock.set(MAR_1)
     events = [
         {
             "event_id": f"e-{n}",
-            "subscription_id": subs[n % USAGE_SUBSCRIPTIONS],
+            "subscription_id": subs[n % size.usage_subscriptions],
             "metric": "units",
-            "timestamp": iso(starts[n % USAGE_SUBSCRIPTIONS] + MS_PER_DAY),
+            "timestamp": iso(starts[n % size.usage_subscriptions] + MS_PER_DAY),
             "properties": {"units": 2},
         }
-        for n in range(1000)
+        for n in range(size.events)
     ]
-    assert ingest_usage_events(bk.db, tenant, {"events": events}, MAR_1).accepted == 1000
+    assert ingest_usage_events(bk.db, tenant, {"events": events}, MAR_1).accepted == size.events
     return tenant, subs, starts
 
 
@@ -89,7 +117,12 @@ def _invoice_count(bk: Billkeep) -> int:
 
 
 def _assert_consistent(
-    bk: Billkeep, tenant: str, subs: list[str], starts: list[int], gateway: FakeGateway
+    bk: Billkeep,
+    tenant: str,
+    subs: list[str],
+    starts: list[int],
+    gateway: FakeGateway,
+    size: Size,
 ) -> None:
     with bk.db.read() as conn:
         rows = conn.execute(
@@ -137,8 +170,8 @@ def _assert_consistent(
     assert all(r.status in ("paid", "open") for r in rows)
     assert all(n == 1 for n in gateway.succeeded_by_command().values())
     assert sum(gateway.succeeded_by_command().values()) == len(paid)
-    assert sum(r.total_minor for r in rows) == 1000 * 2 * UNIT_MINOR
-    assert len([r for r in rows if r.total_minor > 0]) == USAGE_SUBSCRIPTIONS
+    assert sum(r.total_minor for r in rows) == size.events * 2 * UNIT_MINOR
+    assert len([r for r in rows if r.total_minor > 0]) == size.usage_subscriptions
     # I3: balanced, and receivables are exactly what is unpaid.
     assert all(line.debits_minor == line.credits_minor for line in balance)
     balances = ledger_totals(bk, tenant)
@@ -148,12 +181,16 @@ def _assert_consistent(
 
 
 def test_four_processes_overlapping_runs_invoice_and_pay_each_period_once(
-    pg_url: str, make_billkeep: Callable[..., Billkeep], clock: ManualClock, tmp_path: Path
+    pg_url: str,
+    make_billkeep: Callable[..., Billkeep],
+    clock: ManualClock,
+    tmp_path: Path,
+    size: Size,
 ) -> None:
     gateway_path = str(tmp_path / "gateway.db")
     gateway = FakeGateway(gateway_path, clock=clock)
     bk = make_billkeep(pg_url, gateway)
-    tenant, subs, starts = _setup(bk, clock)
+    tenant, subs, starts = _setup(bk, clock, size)
     feb_15 = ms_from_civil(2026, 2, 15)
     # Overlapping runs: two processes bill up to mid-February then March, two go straight to March.
     plans = [[feb_15, MAR_1], [MAR_1, MAR_1], [feb_15, MAR_1], [MAR_1]]
@@ -166,20 +203,24 @@ def test_four_processes_overlapping_runs_invoice_and_pay_each_period_once(
     # Anything a process left in flight (none expected) is finished after the leases.
     clock.set(MAR_1 + LEASES_PASSED_MS)
     run_billing_cycle(bk, MAR_1)
-    _assert_consistent(bk, tenant, subs, starts, gateway)
-    assert elapsed_s < 600  # ~60 s on an idle 2-core machine; generous for shared CI
+    _assert_consistent(bk, tenant, subs, starts, gateway, size)
+    assert elapsed_s < 600  # generous for a shared CI machine
 
 
 def test_kill_9_mid_run_then_another_run_misses_and_doubles_nothing(
-    pg_url: str, make_billkeep: Callable[..., Billkeep], clock: ManualClock, tmp_path: Path
+    pg_url: str,
+    make_billkeep: Callable[..., Billkeep],
+    clock: ManualClock,
+    tmp_path: Path,
+    size: Size,
 ) -> None:
     gateway_path = str(tmp_path / "gateway.db")
     gateway = FakeGateway(gateway_path, clock=clock)
     bk = make_billkeep(pg_url, gateway)
-    tenant, subs, starts = _setup(bk, clock)
+    tenant, subs, starts = _setup(bk, clock, size)
     victim = _spawn(pg_url, gateway_path, MAR_1, [MAR_1])
     deadline = time.monotonic() + 300
-    while _invoice_count(bk) < 300 and time.monotonic() < deadline:
+    while _invoice_count(bk) < size.kill_after_invoices and time.monotonic() < deadline:
         time.sleep(0.02)
     assert victim.poll() is None, "the run finished before it could be killed"
     victim.send_signal(signal.SIGKILL)
@@ -192,4 +233,4 @@ def test_kill_9_mid_run_then_another_run_misses_and_doubles_nothing(
     assert survivor.returncode == 0, err[-2000:]
     clock.set(MAR_1 + 2 * LEASES_PASSED_MS)
     run_billing_cycle(bk, MAR_1)  # nothing left; a repeat must change nothing
-    _assert_consistent(bk, tenant, subs, starts, gateway)
+    _assert_consistent(bk, tenant, subs, starts, gateway, size)
