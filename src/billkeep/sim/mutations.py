@@ -137,7 +137,12 @@ def _attempt_key(stack: ExitStack, _db: Database) -> None:
 
 # --- resolve_blind: an unknown outcome is taken as "no payment" without asking the gateway -----------
 def _resolve_blind(stack: ExitStack, _db: Database) -> None:
+    original = charge_ops.CreateCharge._resolve
+
     def blind(self: charge_ops.CreateCharge, ctx: StepContext) -> Any:
+        if ctx.recovery_point != "outcome_unknown":
+            return original(self, ctx)  # sending an attempt stays as it is; only resolution is blind
+
         def read(conn: Connection) -> Any:
             charge = charge_ops.load_charge(conn, ctx.tenant_id, ctx.resource_id or "")
             return charge.current_attempt

@@ -20,7 +20,7 @@ from billkeep.domain.clock import SystemClock
 from billkeep.engine.tenants import TenantStore
 from billkeep.storage.database import Database
 
-STARTUP_TIMEOUT_S = 30.0
+STARTUP_TIMEOUT_S = 90.0  # generous: a loaded 2-core machine starts uvicorn workers slowly
 STOP_TIMEOUT_S = 10.0
 BILLKEEP_SCRIPT = str(Path(sys.executable).parent / "billkeep")
 

@@ -21,7 +21,7 @@ import stripe
 
 API_KEY = "sk_test_simulator"
 WEBHOOK_SECRET = "whsec_test_simulator"
-_STARTUP_TIMEOUT_S = 15.0
+_STARTUP_TIMEOUT_S = 60.0  # generous: a loaded 2-core machine starts Python slowly
 
 
 def free_port() -> int:
