@@ -46,7 +46,7 @@ SIM_CLIENT_READ_TIMEOUT_MS = 1_000
 SIM_HOLD_MS = 1_500
 SIM_LATENCY_MS = 300
 # The billing act keeps faults rarer: a held answer costs the client its read timeout.
-BILLING_FAULT_PROBABILITY = 0.06
+BILLING_FAULT_PROBABILITY = 0.03
 
 
 def _simulator_fault_plan(probability: float, seed: int) -> dict[str, object]:

@@ -42,7 +42,7 @@ def render_billing_report(console: Console, report: BillingQuarterReport) -> boo
         )
     )  # fmt: skip
     invoice_rows: list[tuple[str, object]] = [
-        ("billing runs (month ends run twice at once + once more, dunning days)",
+        ("billing runs (3 at once + 1 more at month ends, dunning days)",
          report.billing_runs),
         ("invoices created", report.invoices_created),
         ("invoices expected (subscriptions x months)", report.invoices_expected),
