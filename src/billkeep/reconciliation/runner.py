@@ -14,7 +14,7 @@ records was created inside [from, to) (the neighbouring window reports the other
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -164,6 +164,7 @@ class ReconciliationRunner:
             staged += len(fee_page)
             if progress:
                 progress("gateway_fees", staged)
+        self.db.run_write(_analyze_staging)
 
     def _write_page(
         self,
@@ -268,47 +269,70 @@ def _clear(conn: Connection, tenant_id: str, run_id: str) -> None:
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id, table.c.run_id == run_id))
 
 
+_PAYMENT_COLUMNS = (
+    "tenant_id", "run_id", "reference", "match_key", "command_ref", "amount_minor", "currency",
+    "status", "charge_reference", "amount_refunded_minor", "created_ms",
+)  # fmt: skip
+_FEE_COLUMNS = ("tenant_id", "run_id", "balance_transaction", "charge_reference", "fee_minor")
+
+
+def _copy_rows(
+    conn: Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]
+) -> None:
+    """PostgreSQL: COPY the rows in the caller's transaction (an order of magnitude faster than
+    an INSERT executemany for staging pages of thousands of rows). Elsewhere: executemany."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cursor.close()
+
+
+def _analyze_staging(conn: Connection) -> None:
+    """PostgreSQL: refresh the staging tables' statistics. They go from empty to a whole window
+    in seconds, faster than autovacuum notices; planned with stale row counts, the merge's fee
+    join became a nested loop over every payment (quadratic: minutes at 50,000 rows)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {staged_gateway_payments.name}, {staged_gateway_fees.name}")
+
+
 def _stage_payments(
     conn: Connection, tenant_id: str, run_id: str, page: list[SourcePayment]
 ) -> None:
     if not page:
         return
-    rows = [
-        {
-            "tenant_id": tenant_id,
-            "run_id": run_id,
-            "reference": p.reference,
+    rows = (
+        (
+            tenant_id,
+            run_id,
+            p.reference,
             # matching.gateway_match_key: the command when known, else the payment itself.
-            "match_key": p.command_ref or p.reference,
-            "command_ref": p.command_ref,
-            "amount_minor": p.amount_minor,
-            "currency": p.currency,
-            "status": p.status.value,
-            "charge_reference": p.charge_reference,
-            "amount_refunded_minor": p.amount_refunded_minor,
-            "created_ms": p.created_ms,
-        }
+            p.command_ref or p.reference,
+            p.command_ref,
+            p.amount_minor,
+            p.currency,
+            p.status.value,
+            p.charge_reference,
+            p.amount_refunded_minor,
+            p.created_ms,
+        )
         for p in page
-    ]
-    conn.execute(staged_gateway_payments.insert(), rows)
+    )
+    _copy_rows(conn, staged_gateway_payments, _PAYMENT_COLUMNS, rows)
 
 
 def _stage_fees(conn: Connection, tenant_id: str, run_id: str, page: list[SourceFee]) -> None:
     if not page:
         return
-    conn.execute(
-        staged_gateway_fees.insert(),
-        [
-            {
-                "tenant_id": tenant_id,
-                "run_id": run_id,
-                "balance_transaction": f.balance_transaction,
-                "charge_reference": f.charge_reference,
-                "fee_minor": f.fee_minor,
-            }
-            for f in page
-        ],
+    rows = (
+        (tenant_id, run_id, f.balance_transaction, f.charge_reference, f.fee_minor) for f in page
     )
+    _copy_rows(conn, staged_gateway_fees, _FEE_COLUMNS, rows)
 
 
 def _complete(
