@@ -168,7 +168,7 @@ def demo(
     fault_probability: float = typer.Option(0.25, min=0.0, max=1.0, help="Per gateway call."),
     seed: int = typer.Option(7, help="Seed of the workload and of the faults."),
     billing_subscriptions: int = typer.Option(
-        300, min=0, max=10_000, help="Subscriptions billed for a quarter in act 2 (0: skip it)."
+        200, min=0, max=10_000, help="Subscriptions billed for a quarter in act 2 (0: skip it)."
     ),
     gateway_kind: str = typer.Option(
         "simulator",

@@ -45,9 +45,6 @@ __all__ = [
 
 HOUR_MS = 3_600_000
 BATCH_EVENTS = 1000
-# Days after a month end on which the demo advances the clock and runs a cycle (covers the
-# default dunning schedule: retries 1, 3 and 5 days after each decline).
-DUNNING_DAYS = 10
 # Final settling: rounds of (settle async payments, recover commands, run a cycle).
 MAX_SETTLE_ROUNDS = 20
 CARD_FIX_SHARE = 0.5
@@ -118,7 +115,7 @@ ACT_ENGINE_CONFIG = EngineConfig(
 
 @dataclass(frozen=True)
 class BillingQuarter:
-    subscriptions: int = 300
+    subscriptions: int = 200
     months: int = 3
     max_events_per_month: int = 8  # per subscription, uniformly 0..max
     duplicate_share: float = 0.05
@@ -353,12 +350,15 @@ class _Quarter:
         self._cycle()
 
     def dunning_days(self, fix_cards: bool) -> None:
-        for day in range(DUNNING_DAYS):
-            self.clock.advance(DAY_MS)
+        """Advance to each time a retry falls due (the dunning schedule after the month-end
+        attempt, an hour late), recovering commands and settling async payments first, then run
+        a cycle: the attempts of the previous cycle were made at the clock's time."""
+        for step, delay_ms in enumerate(self.config.dunning_delays_ms):
+            self.clock.advance(delay_ms + HOUR_MS)
             self.hooks.settle_async()
             self.worker.drain()
             self._cycle()
-            if fix_cards and day == 0:
+            if fix_cards and step == 0:
                 self._fix_some_cards()
 
     def _fix_some_cards(self) -> None:

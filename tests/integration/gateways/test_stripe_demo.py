@@ -14,9 +14,10 @@ def test_demo_with_the_simulator_resolves_every_unknown_outcome(tmp_path: Path) 
     result = CliRunner().invoke(
         app,
         ["demo", "--database", str(tmp_path / "demo.db"), "--intents", "30", "--threads", "4",
-         "--fault-probability", "0.5", "--seed", "3"],
+         "--fault-probability", "0.5", "--seed", "3", "--billing-subscriptions", "12"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "exactly once held" in result.output
     assert "gateway calls with an unknown outcome" in result.output
     assert "unknown outcomes still unresolved (must be 0)" in result.output
+    assert "billing exactly once held" in result.output
