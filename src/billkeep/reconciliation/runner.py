@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,7 @@ from billkeep.reconciliation.matching import (
     MatchResult,
     match_records,
 )
+from billkeep.reconciliation.prefetch import prefetched
 from billkeep.reconciliation.records import gateway_records, ledger_records
 from billkeep.reconciliation.sources import GatewaySource, SourceFee, SourcePayment
 from billkeep.storage.database import Database
@@ -153,17 +155,20 @@ class ReconciliationRunner:
         progress: Progress | None,
     ) -> None:
         staged = 0
-        for page in source.payments(lo, hi):
-            self._write_page(_stage_payments, tenant_id, run_id, page)
-            staged += len(page)
-            if progress:
-                progress("gateway_payments", staged)
+        # The next page is read (from the gateway) while this one is written.
+        with closing(prefetched(source.payments(lo, hi), chunk=1, depth=2)) as payments:
+            for page in payments:
+                self._write_page(_stage_payments, tenant_id, run_id, page)
+                staged += len(page)
+                if progress:
+                    progress("gateway_payments", staged)
         staged = 0
-        for fee_page in source.fees(lo, hi):
-            self._write_page(_stage_fees, tenant_id, run_id, fee_page)
-            staged += len(fee_page)
-            if progress:
-                progress("gateway_fees", staged)
+        with closing(prefetched(source.fees(lo, hi), chunk=1, depth=2)) as fees:
+            for fee_page in fees:
+                self._write_page(_stage_fees, tenant_id, run_id, fee_page)
+                staged += len(fee_page)
+                if progress:
+                    progress("gateway_fees", staged)
         self.db.run_write(_analyze_staging)
 
     def _write_page(
@@ -195,12 +200,15 @@ class ReconciliationRunner:
             now_ms=self.clock.now_ms(), grace_period_ms=self.config.grace_period_ms
         )
         seen = 0
-        with self.db.read() as gateway_conn, self.db.read() as ledger_conn:
-            results = match_records(
-                gateway_records(gateway_conn, tenant_id, run_id),
-                ledger_records(ledger_conn, tenant_id, lo, hi),
-                config,
-            )
+        with (
+            self.db.read() as gateway_conn,
+            self.db.read() as ledger_conn,
+            # Both sides read ahead in their own threads: the database sorts and sends one side
+            # while this thread matches. Closed before their connections are.
+            closing(prefetched(gateway_records(gateway_conn, tenant_id, run_id))) as gateway,
+            closing(prefetched(ledger_records(ledger_conn, tenant_id, lo, hi))) as ledger,
+        ):
+            results = match_records(gateway, ledger, config)
             for result in _inside(results, from_ms, to_ms):
                 resolutions = self._heal(tenant_id, run_id, result)
                 tally.count(result, bool(resolutions))
