@@ -145,28 +145,29 @@ def test_no_lookup_while_the_last_call_is_recent_even_past_key_retention(
     own_harness: Harness,
 ) -> None:
     harness = own_harness
-    # The gateway refuses connections for more than a day: the key is sent again and again,
-    # never executed. Then a call times out after committing. The key is "old" by its attempt's
-    # creation, but was last sent a moment ago: a lookup now could miss a payment in flight or
-    # not yet searchable, so the engine waits the grace before it looks.
+    # The gateway refuses connections for most of a day; the attempt's key is sent again and
+    # again, never executed, the last time just inside its safe window. Moments later the key is
+    # "old" by its attempt's creation but was last sent moments ago: a lookup now could miss a
+    # payment in flight or not yet searchable, so the engine waits the grace before it looks, and
+    # only with absence proven starts attempt 2 (a new key): one payment.
     harness.sim.stop()
     first = harness.charge("pm_card_visa")
     assert first.status == 503
-    harness.clock.advance(STRIPE_KEY_RETENTION_MS + HOUR_MS)
+    harness.clock.advance(STRIPE_KEY_RETENTION_MS - HOUR_MS - 1_000)  # still inside the window
+    harness.worker.drain()  # sent again, refused again: the last send is now
     harness.sim.start()
-    harness.sim.set_faults({"rules": [fault_rule("timeout_after_commit")]})
-    harness.worker.drain()  # the retry: payment made, answer lost
+    harness.clock.advance(120_000)  # past the window, two minutes after the last send
+    harness.worker.drain()
     charge_id = str(first.resource_id)
     assert harness.charge_view(charge_id)["status"] == "pending"
-    harness.clock.advance(60_000)  # the first resolution: retention passed, but the call is recent
-    harness.worker.drain()
-    assert harness.charge_view(charge_id)["status"] == "pending"
     assert any("too recent" in d for d in _transitions(harness, first.command_id))
+    assert _intents_of(harness, first.command_id) == 0
     harness.clock.advance(LOOKUP_GRACE_MS)
     charge = harness.resolve(charge_id, first.command_id)
     assert charge["status"] == "succeeded"
-    assert [a.attempt_number for a in harness.attempts(charge_id)] == [1]
+    assert [a.attempt_number for a in harness.attempts(charge_id)] == [1, 2]
     harness.assert_books(charge, first.command_id)
+    assert _intents_of(harness, first.command_id) == 1
 
 
 def test_unknown_outcomes_follow_the_backoff_schedule(harness: Harness) -> None:
