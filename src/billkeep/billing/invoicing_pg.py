@@ -100,9 +100,10 @@ class _Planned:
 
 
 def _driver_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    # Never prepared: a generic plan made while the tables were small could scan a whole tenant.
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params, prepare=False)
         return list(cursor.fetchall())
     finally:
         cursor.close()

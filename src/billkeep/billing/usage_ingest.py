@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection
 
 from billkeep.billing.catalogue import load_metrics
@@ -51,7 +50,6 @@ REJECT_UNKNOWN_SUBSCRIPTION = "unknown_subscription"
 REJECT_UNKNOWN_METRIC = "unknown_metric"
 # Parameters per IN (...) list; a batch is at most 1000 events, so one list suffices.
 _MAX_IN_LIST = 1000
-_TEXT_ARRAY = ARRAY(sa.Text())
 _USAGE_COLUMNS = (
     "tenant_id", "event_id", "customer_id", "subscription_id", "metric", "timestamp_ms",
     "properties", "fingerprint", "batch_id", "received_at_ms", "invoice_id",
@@ -84,16 +82,32 @@ class IngestResult:
         }
 
 
-def _existing_ids(conn: Connection, column: Any, tenant_column: Any, ids: set[str]) -> set[str]:
+def _pg_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run on the driver, never as a prepared statement: a generic plan made while the table was
+    small (psycopg prepares a statement after a few runs) can scan a whole tenant instead of
+    using the primary key, and then every batch gets slower as the table grows."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params, prepare=False)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _existing_ids(conn: Connection, table: sa.Table, tenant_id: str, ids: set[str]) -> set[str]:
     if not ids:
         return set()
     assert len(ids) <= _MAX_IN_LIST
     if conn.dialect.name == "postgresql":
-        # One array parameter instead of an IN list of up to 1000 bound parameters.
-        condition = column == sa.any_(sa.cast(sa.literal(sorted(ids), _TEXT_ARRAY), _TEXT_ARRAY))
-    else:
-        condition = column.in_(sorted(ids))
-    rows = conn.execute(sa.select(column).where(tenant_column, condition)).scalars()
+        # One array parameter joined on the primary key (tenant_id, id).
+        sql = (
+            f"SELECT t.id FROM unnest(%b::text[]) AS v(id) "
+            f"JOIN {table.name} AS t ON t.tenant_id = %s AND t.id = v.id"
+        )
+        return {str(row[0]) for row in _pg_rows(conn, sql, [sorted(ids), tenant_id])}
+    rows = conn.execute(
+        sa.select(table.c.id).where(table.c.tenant_id == tenant_id, table.c.id.in_(sorted(ids)))
+    ).scalars()
     return {str(value) for value in rows}
 
 
@@ -104,12 +118,8 @@ def _reference_rejections(
     metric aggregates (checked now, so an accepted event is always billable)."""
     customer_ids = {e.customer_id for _, e in events if e.customer_id is not None}
     subscription_ids = {e.subscription_id for _, e in events if e.subscription_id is not None}
-    known_customers = _existing_ids(
-        conn, customers.c.id, customers.c.tenant_id == tenant_id, customer_ids
-    )
-    known_subscriptions = _existing_ids(
-        conn, subscriptions.c.id, subscriptions.c.tenant_id == tenant_id, subscription_ids
-    )
+    known_customers = _existing_ids(conn, customers, tenant_id, customer_ids)
+    known_subscriptions = _existing_ids(conn, subscriptions, tenant_id, subscription_ids)
     definitions = load_metrics(conn, tenant_id, {e.metric for _, e in events})
     rejections: dict[int, Rejection] = {}
     for index, event in events:
@@ -146,12 +156,7 @@ def _insert(conn: Connection, rows: list[tuple[Any, ...]], batch_id: str) -> set
     """Insert ignoring existing ids; returns the event ids this batch stored."""
     if conn.dialect.name == "postgresql":
         columns = [list(column) for column in zip(*rows, strict=True)]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(_PG_INSERT, columns)
-            return {str(row[0]) for row in cursor.fetchall()}
-        finally:
-            cursor.close()
+        return {str(row[0]) for row in _pg_rows(conn, _PG_INSERT, columns)}
     conn.execute(
         insert_ignoring_conflicts(conn.dialect.name, usage_events),
         [dict(zip(_USAGE_COLUMNS, row, strict=True)) for row in rows],
@@ -167,21 +172,24 @@ def _insert(conn: Connection, rows: list[tuple[Any, ...]], batch_id: str) -> set
     return {str(event_id) for event_id in stored}
 
 
+_PG_FINGERPRINTS = (
+    "SELECT u.event_id, u.fingerprint FROM unnest(%b::text[]) AS v(event_id) "
+    "JOIN usage_events AS u ON u.tenant_id = %s AND u.event_id = v.event_id"
+)
+
+
 def _stored_fingerprints(conn: Connection, tenant_id: str, event_ids: list[str]) -> dict[str, str]:
     if not event_ids:
         return {}
     if conn.dialect.name == "postgresql":
-        condition = usage_events.c.event_id == sa.any_(
-            sa.cast(sa.literal(event_ids, _TEXT_ARRAY), _TEXT_ARRAY)
-        )
-    else:
-        condition = usage_events.c.event_id.in_(event_ids)
-    rows = conn.execute(
+        rows = _pg_rows(conn, _PG_FINGERPRINTS, [event_ids, tenant_id])
+        return {str(event_id): str(digest) for event_id, digest in rows}
+    found = conn.execute(
         sa.select(usage_events.c.event_id, usage_events.c.fingerprint).where(
-            usage_events.c.tenant_id == tenant_id, condition
+            usage_events.c.tenant_id == tenant_id, usage_events.c.event_id.in_(event_ids)
         )
     )
-    return {str(row.event_id): str(row.fingerprint) for row in rows}
+    return {str(row.event_id): str(row.fingerprint) for row in found}
 
 
 def _store(
