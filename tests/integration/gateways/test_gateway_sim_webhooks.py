@@ -77,8 +77,13 @@ def test_non_2xx_is_retried_with_backoff(sim_factory: Any, receiver: Any) -> Non
     sim.client().v1.payment_intents.create(params=PAY)
     [received] = receiver.wait_for(1)
     assert _verified(received).type == "payment_intent.succeeded"
-    log = sim.control("GET", "/_sim/webhooks")["data"]
-    attempts = log[0]["attempt_log"]
+    # The receiver has the body before the simulator has logged the delivery: wait for the log.
+    for _ in range(100):
+        log = sim.control("GET", "/_sim/webhooks")["data"]
+        attempts = log[0]["attempt_log"]
+        if len(attempts) == 3:
+            break
+        time.sleep(0.05)
     assert [a["outcome"] for a in attempts] == ["failed", "failed", "delivered"]
     assert [a["status_code"] for a in attempts] == [500, 500, 200]
     gaps_ms = [b["at_ms"] - a["at_ms"] for a, b in itertools.pairwise(attempts)]
