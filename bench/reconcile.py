@@ -171,7 +171,13 @@ def main() -> None:
     cpu_before = cpu_s()
     started = time.perf_counter()
     run_id = db.run_write(lambda conn: runner.create_run(conn, args.tenant, "gw_bench", *window))
-    summary = runner.run(args.tenant, run_id, SimulatorStoreSource(core, page_size=10_000))
+    phases: dict[str, float] = {}  # phase -> seconds from the start when it last reported
+
+    def progress(phase: str, _done: int) -> None:
+        phases[phase] = time.perf_counter() - started
+
+    source = SimulatorStoreSource(core, page_size=10_000)
+    summary = runner.run(args.tenant, run_id, source, progress)
     wall = time.perf_counter() - started
     cpu = cpu_s() - cpu_before
     print(
@@ -182,6 +188,8 @@ def main() -> None:
         f"reconcile wall time: {wall:.1f}s (this process's CPU {cpu:.1f}s); "
         f"peak RSS {peak_rss_mb():.0f} MB (before run {rss_before:.0f} MB)"
     )
+    ends = " ".join(f"{phase} done at {at:.1f}s;" for phase, at in phases.items())
+    print(f"phases (staging includes reading the gateway): {ends}")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"summary: {summary}")
 
