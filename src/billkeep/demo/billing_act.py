@@ -129,9 +129,9 @@ class BillingActHooks:
     """What the act needs from the gateway's side: faults on/off, settling asynchronous payments
     (as a bank would, later) and the gateway's own count of succeeded payments per command."""
 
-    set_faults: Callable[[], None]
-    clear_faults: Callable[[], None]
-    settle_async: Callable[[], None]
+    set_faults: Callable[[], object]
+    clear_faults: Callable[[], object]
+    settle_async: Callable[[], object]
     succeeded_by_command: Callable[[], dict[str, int]]
 
 
