@@ -7,7 +7,14 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "ms_to_datetime", "ms_to_rfc3339", "rfc3339_to_ms"]
+__all__ = [
+    "Clock",
+    "ManualClock",
+    "SystemClock",
+    "ms_to_datetime",
+    "ms_to_rfc3339",
+    "rfc3339_to_ms",
+]
 
 
 class Clock(Protocol):

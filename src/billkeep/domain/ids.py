@@ -16,8 +16,26 @@ __all__ = ["ID_PREFIXES", "is_id", "new_id", "set_random_source", "ulid"]
 
 ID_PREFIXES = frozenset(
     {
-        "cus", "ch", "re", "cmd", "acct", "je", "plan", "sub", "inv", "run", "rec", "brk", "gw",
-        "ten", "key", "evt", "met", "att", "use", "wh",
+        "cus",
+        "ch",
+        "re",
+        "cmd",
+        "acct",
+        "je",
+        "plan",
+        "sub",
+        "inv",
+        "run",
+        "rec",
+        "brk",
+        "gw",
+        "ten",
+        "key",
+        "evt",
+        "met",
+        "att",
+        "use",
+        "wh",
     }
 )
 

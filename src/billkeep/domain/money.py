@@ -53,7 +53,9 @@ def parse_currency(value: Any, field: str = "currency") -> str:
     if not isinstance(value, str):
         raise ValidationFailed.single(field, "must be a lowercase ISO 4217 currency code string")
     if value != value.strip() or value != value.lower() or len(value) != 3:
-        raise ValidationFailed.single(field, f"must be a lowercase 3-letter ISO 4217 code: {value!r}")
+        raise ValidationFailed.single(
+            field, f"must be a lowercase 3-letter ISO 4217 code: {value!r}"
+        )
     if value not in _EXPONENTS:
         raise ValidationFailed.single(field, f"unknown ISO 4217 currency {value!r}")
     return value
@@ -67,7 +69,9 @@ def parse_amount_minor(
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValidationFailed.single(field, "must be an integer number of minor units")
     if abs(value) > MAX_AMOUNT_MINOR:
-        raise ValidationFailed.single(field, f"must not exceed {MAX_AMOUNT_MINOR} in absolute value")
+        raise ValidationFailed.single(
+            field, f"must not exceed {MAX_AMOUNT_MINOR} in absolute value"
+        )
     if value < 0 and not allow_negative:
         raise ValidationFailed.single(field, "must not be negative")
     if value == 0 and not allow_zero:

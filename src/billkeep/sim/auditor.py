@@ -167,7 +167,9 @@ class Auditor:
     ) -> None:
         """`gateway_view` replaces reading `core`'s store in-process (e.g. the chaos harness reads
         a simulator process over HTTP); the checks themselves are the same."""
-        assert core is not None or gateway_view is not None, "the auditor needs the gateway's records"
+        assert core is not None or gateway_view is not None, (
+            "the auditor needs the gateway's records"
+        )
         self.db = db
         self.core = core
         self.records = records

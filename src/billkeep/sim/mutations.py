@@ -141,7 +141,9 @@ def _resolve_blind(stack: ExitStack, _db: Database) -> None:
 
     def blind(self: charge_ops.CreateCharge, ctx: StepContext) -> Any:
         if ctx.recovery_point != "outcome_unknown":
-            return original(self, ctx)  # sending an attempt stays as it is; only resolution is blind
+            return original(
+                self, ctx
+            )  # sending an attempt stays as it is; only resolution is blind
 
         def read(conn: Connection) -> Any:
             charge = charge_ops.load_charge(conn, ctx.tenant_id, ctx.resource_id or "")

@@ -83,7 +83,12 @@ def is_unavailable(exc: BaseException) -> bool:
         text = str(exc).lower()
         return any(
             marker in text
-            for marker in ("connection refused", "could not connect", "server closed", "terminating")
+            for marker in (
+                "connection refused",
+                "could not connect",
+                "server closed",
+                "terminating",
+            )
         )
     return False
 
@@ -112,7 +117,9 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         if url.startswith("sqlite"):
-            self.engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False})
+            self.engine = sa.create_engine(
+                url, echo=echo, connect_args={"check_same_thread": False}
+            )
             _configure_sqlite(self.engine)
         elif url.startswith("postgresql"):
             self.engine = sa.create_engine(
@@ -124,7 +131,9 @@ class Database:
                 connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
             )
         else:
-            raise ValueError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql+psycopg://")
+            raise ValueError(
+                f"unsupported database URL {url!r}: use sqlite:/// or postgresql+psycopg://"
+            )
         self.dialect = self.engine.dialect.name
         assert self.dialect in ("sqlite", "postgresql")
 

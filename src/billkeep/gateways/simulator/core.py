@@ -74,7 +74,9 @@ class BulkResult:
 
 
 class SimulatorCore:
-    def __init__(self, store: SimStore, clock: Clock | None = None, config: SimConfig | None = None):
+    def __init__(
+        self, store: SimStore, clock: Clock | None = None, config: SimConfig | None = None
+    ):
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.config = config or SimConfig()
@@ -124,7 +126,10 @@ class SimulatorCore:
         with self.store.write() as tx:
             now_ms = self.clock.now_ms()
             stored = tx.get_idempotency(key)
-            if stored is not None and stored.created_ms + self.config.idempotency_retention_ms <= now_ms:
+            if (
+                stored is not None
+                and stored.created_ms + self.config.idempotency_retention_ms <= now_ms
+            ):
                 tx.purge_idempotency(stored.created_ms + 1)  # expired: the key is free again
                 stored = None
             if stored is not None:
@@ -152,8 +157,13 @@ class SimulatorCore:
         def effect(w: ObjectWriter) -> SimResponse:
             customer_id, seq = w.new_id("cus")
             customer = customer_object(
-                customer_id, w.now_s, email=req.email, name=req.name,
-                description=req.description, phone=req.phone, metadata=dict(req.metadata),
+                customer_id,
+                w.now_s,
+                email=req.email,
+                name=req.name,
+                description=req.description,
+                phone=req.phone,
+                metadata=dict(req.metadata),
             )
             w.insert("customer", customer, seq)
             return SimResponse.ok(customer)
@@ -175,7 +185,9 @@ class SimulatorCore:
 
     def create_refund(self, req: RefundCreate, idempotency_key: str | None = None) -> SimResponse:
         return self._execute(
-            "POST /v1/refunds", req, idempotency_key,
+            "POST /v1/refunds",
+            req,
+            idempotency_key,
             lambda w: SimResponse.ok(payments.create_refund(w, req)),
         )
 
@@ -226,7 +238,9 @@ class SimulatorCore:
     def list(self, kind: str, req: ListRequest, url: str) -> JsonObject:
         """A Stripe list envelope, newest first (creation order, which ids also encode)."""
         with self.store.read() as tx:
-            items, has_more = tx.list_objects(kind, self._window(tx, kind, req), filters=req.filters)
+            items, has_more = tx.list_objects(
+                kind, self._window(tx, kind, req), filters=req.filters
+            )
         return list_envelope([item.obj for item in items], has_more, url)
 
     def search_payment_intents(self, req: SearchRequest) -> JsonObject:
@@ -301,19 +315,35 @@ class SimulatorCore:
     def _bulk_one(self, w: ObjectWriter, req: BulkCreate, created_s: int, visa: TestCard) -> str:
         intent_id, seq = w.new_id("pi")
         intent = payment_intent_object(
-            intent_id, created_s, amount=req.amount, currency=req.currency, customer=None,
-            payment_method=visa.payment_method, description=None, metadata=dict(req.metadata),
+            intent_id,
+            created_s,
+            amount=req.amount,
+            currency=req.currency,
+            customer=None,
+            payment_method=visa.payment_method,
+            description=None,
+            metadata=dict(req.metadata),
             status="succeeded",
         )
         charge_id, charge_seq = w.new_id("ch")
         txn_id, txn_seq = w.new_id("txn")
         charge = charge_object(
-            charge_id, created_s, intent=intent, card=visa, status="succeeded",
+            charge_id,
+            created_s,
+            intent=intent,
+            card=visa,
+            status="succeeded",
             balance_transaction=txn_id,
         )
         txn = balance_transaction_object(
-            txn_id, created_s, amount=req.amount, fee=self.config.fees.fee_for(req.amount),
-            currency=req.currency, source=charge_id, type_="charge", description=None,
+            txn_id,
+            created_s,
+            amount=req.amount,
+            fee=self.config.fees.fee_for(req.amount),
+            currency=req.currency,
+            source=charge_id,
+            type_="charge",
+            description=None,
         )
         intent.update(latest_charge=charge_id, amount_received=req.amount)
         w.insert("payment_intent", intent, seq)

@@ -125,7 +125,13 @@ def _parse_rule(raw: Any) -> FaultRule:
     if not isinstance(raw, dict):
         raise ValueError("each rule must be an object")
     unknown = set(raw) - {
-        "match", "fault", "probability", "count", "latency_ms", "hold_ms", "status_code",
+        "match",
+        "fault",
+        "probability",
+        "count",
+        "latency_ms",
+        "hold_ms",
+        "status_code",
     }
     if unknown:
         raise ValueError(f"unknown rule fields: {sorted(unknown)}")
@@ -158,7 +164,10 @@ def _parse_webhook_faults(raw: Any) -> WebhookFaults:
     if not isinstance(raw, dict):
         raise ValueError("webhooks must be an object")
     unknown = set(raw) - {
-        "duplicate_probability", "shuffle", "delay_ms", "drop_first_attempt_probability",
+        "duplicate_probability",
+        "shuffle",
+        "delay_ms",
+        "drop_first_attempt_probability",
     }
     if unknown:
         raise ValueError(f"unknown webhook fault fields: {sorted(unknown)}")
@@ -171,7 +180,9 @@ def _parse_webhook_faults(raw: Any) -> WebhookFaults:
     if not isinstance(shuffle, bool):
         raise ValueError("shuffle must be a boolean")
     return WebhookFaults(
-        duplicate_probability=_probability(raw.get("duplicate_probability", 0), "duplicate_probability"),
+        duplicate_probability=_probability(
+            raw.get("duplicate_probability", 0), "duplicate_probability"
+        ),
         shuffle=shuffle,
         delay_ms=(low, high),
         drop_first_attempt_probability=_probability(
@@ -253,8 +264,12 @@ class FaultInjector:
             )
             if self._rules:
                 self._decisions.append(
-                    {"method": method, "path": path, "fault": decision.kind,
-                     "latency_ms": latency_ms}
+                    {
+                        "method": method,
+                        "path": path,
+                        "fault": decision.kind,
+                        "latency_ms": latency_ms,
+                    }
                 )
             return decision
 

@@ -34,7 +34,9 @@ async def read_body(request: Request) -> bytes:
     """The body, refused past MAX_BODY_BYTES whether or not Content-Length tells the truth."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise StripeError(413, "invalid_request_error", f"Request body exceeds {MAX_BODY_BYTES} bytes")
+        raise StripeError(
+            413, "invalid_request_error", f"Request body exceeds {MAX_BODY_BYTES} bytes"
+        )
     chunks: list[bytes] = []
     size_bytes = 0
     async for chunk in request.stream():
@@ -57,9 +59,7 @@ async def json_body(request: Request) -> Any:
         raise invalid_request(f"Body is not valid JSON: {exc}") from exc
 
 
-def sim_response(
-    response: SimResponse, *, idempotency_key: str | None = None
-) -> JSONResponse:
+def sim_response(response: SimResponse, *, idempotency_key: str | None = None) -> JSONResponse:
     headers = {"Request-Id": f"req_{secrets.token_hex(7)}", "Stripe-Version": API_VERSION}
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key

@@ -49,8 +49,13 @@ def _book_charge(w: ObjectWriter, charge: JsonObject, fees: FeeSchedule) -> None
     """A succeeded charge gets its balance transaction (amount, fee, net)."""
     txn_id, seq = w.new_id("txn")
     txn = balance_transaction_object(
-        txn_id, w.now_s, amount=charge["amount"], fee=fees.fee_for(charge["amount"]),
-        currency=charge["currency"], source=charge["id"], type_="charge",
+        txn_id,
+        w.now_s,
+        amount=charge["amount"],
+        fee=fees.fee_for(charge["amount"]),
+        currency=charge["currency"],
+        source=charge["id"],
+        type_="charge",
         description=charge["description"],
     )
     w.insert("balance_transaction", txn, seq, ref=charge["id"], type_="charge")
@@ -81,7 +86,10 @@ def _last_payment_error(card: TestCard, charge_id: str) -> JsonObject:
 
 
 def _confirm(
-    w: ObjectWriter, intent: JsonObject, card: TestCard, fees: FeeSchedule,
+    w: ObjectWriter,
+    intent: JsonObject,
+    card: TestCard,
+    fees: FeeSchedule,
     async_settle_ms: int | None,
 ) -> SimResponse:
     charge_id, charge_seq = w.new_id("ch")
@@ -100,7 +108,8 @@ def _confirm(
         intent.update(status="succeeded", amount_received=intent["amount"])
     elif card.behaviour is CardBehaviour.DECLINE:
         intent.update(
-            status="requires_payment_method", last_payment_error=_last_payment_error(card, charge_id)
+            status="requires_payment_method",
+            last_payment_error=_last_payment_error(card, charge_id),
         )
     else:
         intent.update(status="processing", processing={"type": "card"})
@@ -133,9 +142,15 @@ def create_payment_intent(
     intent_id, seq = w.new_id("pi")
     status = "requires_confirmation" if card is not None else "requires_payment_method"
     intent = payment_intent_object(
-        intent_id, w.now_s, amount=req.amount, currency=req.currency, customer=req.customer,
-        payment_method=req.payment_method, description=req.description,
-        metadata=dict(req.metadata), status=status,
+        intent_id,
+        w.now_s,
+        amount=req.amount,
+        currency=req.currency,
+        customer=req.customer,
+        payment_method=req.payment_method,
+        description=req.description,
+        metadata=dict(req.metadata),
+        status=status,
     )
     w.insert("payment_intent", intent, seq, ref=req.customer)
     if not req.confirm or card is None:
@@ -155,7 +170,12 @@ def settle_payment_intent(w: ObjectWriter, intent_id: str, fees: FeeSchedule) ->
     charge.update(status="succeeded", paid=True, captured=True, amount_captured=charge["amount"])
     card = _card_for(charge["payment_method"])
     charge["outcome"] = charge_object(
-        charge["id"], w.now_s, intent=intent, card=card, status="succeeded", balance_transaction=None
+        charge["id"],
+        w.now_s,
+        intent=intent,
+        card=card,
+        status="succeeded",
+        balance_transaction=None,
     )["outcome"]
     _book_charge(w, charge, fees)
     w.save(charge)
@@ -210,12 +230,23 @@ def create_refund(w: ObjectWriter, req: RefundCreate) -> JsonObject:
     refund_id, refund_seq = w.new_id("re")
     txn_id, txn_seq = w.new_id("txn")
     refund = refund_object(
-        refund_id, w.now_s, charge=charge, amount=amount, metadata=dict(req.metadata),
-        reason=req.reason, balance_transaction=txn_id,
+        refund_id,
+        w.now_s,
+        charge=charge,
+        amount=amount,
+        metadata=dict(req.metadata),
+        reason=req.reason,
+        balance_transaction=txn_id,
     )
     txn = balance_transaction_object(
-        txn_id, w.now_s, amount=-amount, fee=0, currency=charge["currency"], source=refund_id,
-        type_="refund", description="REFUND FOR CHARGE",
+        txn_id,
+        w.now_s,
+        amount=-amount,
+        fee=0,
+        currency=charge["currency"],
+        source=refund_id,
+        type_="refund",
+        description="REFUND FOR CHARGE",
     )
     w.insert("refund", refund, refund_seq, ref=charge["payment_intent"])
     w.insert("balance_transaction", txn, txn_seq, ref=refund_id, type_="refund")

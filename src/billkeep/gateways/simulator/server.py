@@ -61,7 +61,9 @@ def build_app(config: ServerConfig, clock: Clock | None = None) -> Starlette:
     dispatcher = None
     if config.webhook_url and config.webhook_secret:
         dispatcher = WebhookDispatcher(
-            core, faults, config.webhook_secret,
+            core,
+            faults,
+            config.webhook_secret,
             max_attempts=config.webhook_max_attempts,
             retry_base_ms=config.webhook_retry_base_ms,
         )
@@ -71,7 +73,9 @@ def build_app(config: ServerConfig, clock: Clock | None = None) -> Starlette:
 
 def run_server(config: ServerConfig) -> None:
     app = build_app(config)
-    print(f"gateway-sim listening on http://{config.host}:{config.port} (db {config.db})", flush=True)
+    print(
+        f"gateway-sim listening on http://{config.host}:{config.port} (db {config.db})", flush=True
+    )
     uvicorn.run(
         app,
         host=config.host,

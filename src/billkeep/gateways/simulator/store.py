@@ -163,8 +163,15 @@ class Tx:
             "INSERT INTO objects (id, kind, seq, created_s, ref, status, type, settle_at_ms, obj) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                item.id, item.kind, item.seq, item.created_s, item.ref, item.status, item.type,
-                item.settle_at_ms, _dumps(item.obj),
+                item.id,
+                item.kind,
+                item.seq,
+                item.created_s,
+                item.ref,
+                item.status,
+                item.type,
+                item.settle_at_ms,
+                _dumps(item.obj),
             ),
         )
         metadata = item.obj.get("metadata")
@@ -172,7 +179,12 @@ class Tx:
             self.replace_metadata(item.id, metadata)
 
     def update_object(
-        self, object_id: str, obj: JsonObject, *, status: str | None, settle_at_ms: int | None = None
+        self,
+        object_id: str,
+        obj: JsonObject,
+        *,
+        status: str | None,
+        settle_at_ms: int | None = None,
     ) -> None:
         self.conn.execute(
             "UPDATE objects SET obj = ?, status = ?, settle_at_ms = ? WHERE id = ?",
@@ -254,7 +266,10 @@ class Tx:
         if row is None:
             return None
         return IdempotencyRecord(
-            row["key"], row["fingerprint"], row["created_ms"], row["status_code"],
+            row["key"],
+            row["fingerprint"],
+            row["created_ms"],
+            row["status_code"],
             json.loads(row["body"]),
         )
 
@@ -264,8 +279,13 @@ class Tx:
         self.conn.execute(
             "INSERT INTO idempotency_keys (key, fingerprint, created_ms, status_code, body) "
             "VALUES (?, ?, ?, ?, ?)",
-            (record.key, record.fingerprint, record.created_ms, record.status_code,
-             _dumps(record.body)),
+            (
+                record.key,
+                record.fingerprint,
+                record.created_ms,
+                record.status_code,
+                _dumps(record.body),
+            ),
         )
 
     def purge_idempotency(self, older_than_ms: int) -> int:
@@ -392,7 +412,9 @@ class SimStore:
         self._connections: list[sqlite3.Connection] = []
         # ":memory:" is one database per connection, so an in-memory store shares one connection
         # and serialises transactions on a lock instead.
-        self._shared_lock: threading.RLock | None = threading.RLock() if path == ":memory:" else None
+        self._shared_lock: threading.RLock | None = (
+            threading.RLock() if path == ":memory:" else None
+        )
         self._shared: sqlite3.Connection | None = self._open() if path == ":memory:" else None
         # Every statement is idempotent (IF NOT EXISTS / OR IGNORE), so a restart re-runs it safely.
         self._connection().executescript(_SCHEMA)

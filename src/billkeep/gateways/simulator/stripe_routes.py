@@ -83,7 +83,9 @@ async def _apply_faults(
     if decision.latency_ms:
         await asyncio.sleep(decision.latency_ms / 1000)  # never blocks other requests
     if decision.kind is FaultKind.ERROR_BEFORE_COMMIT:
-        raise api_error(decision.status_code, "Injected fault: error before commit; nothing happened.")
+        raise api_error(
+            decision.status_code, "Injected fault: error before commit; nothing happened."
+        )
     params = dict(request.path_params)
     try:
         response = await run_in_threadpool(operation, context.core, form, params, key)
@@ -118,7 +120,9 @@ def _no_params(form: Form) -> None:
 
 
 def _retrieve(kind: str) -> Operation:
-    def operation(core: SimulatorCore, form: Form, path: dict[str, str], _: str | None) -> SimResponse:
+    def operation(
+        core: SimulatorCore, form: Form, path: dict[str, str], _: str | None
+    ) -> SimResponse:
         _no_params(form)
         return SimResponse.ok(core.retrieve(kind, path["id"]))
 
@@ -126,13 +130,17 @@ def _retrieve(kind: str) -> Operation:
 
 
 def _list(kind: str, url: str, filters: dict[str, str] | None = None) -> Operation:
-    def operation(core: SimulatorCore, form: Form, _: dict[str, str], __: str | None) -> SimResponse:
+    def operation(
+        core: SimulatorCore, form: Form, _: dict[str, str], __: str | None
+    ) -> SimResponse:
         return SimResponse.ok(core.list(kind, parse_list(form, filters=filters), url))
 
     return operation
 
 
-def _create_customer(core: SimulatorCore, form: Form, _: dict[str, str], key: str | None) -> SimResponse:
+def _create_customer(
+    core: SimulatorCore, form: Form, _: dict[str, str], key: str | None
+) -> SimResponse:
     return core.create_customer(parse_customer_create(form), key)
 
 
@@ -148,7 +156,9 @@ def _search_payment_intents(
     return SimResponse.ok(core.search_payment_intents(parse_search(form)))
 
 
-def _create_refund(core: SimulatorCore, form: Form, _: dict[str, str], key: str | None) -> SimResponse:
+def _create_refund(
+    core: SimulatorCore, form: Form, _: dict[str, str], key: str | None
+) -> SimResponse:
     return core.create_refund(parse_refund_create(form), key)
 
 
@@ -180,7 +190,8 @@ def stripe_routes() -> list[Route]:
         _route("/v1/customers/{id}", "GET", _retrieve("customer")),
         _route("/v1/payment_intents", "POST", _create_payment_intent),
         _route(
-            "/v1/payment_intents", "GET",
+            "/v1/payment_intents",
+            "GET",
             _list("payment_intent", "/v1/payment_intents", {"customer": "ref"}),
         ),
         _route("/v1/payment_intents/search", "GET", _search_payment_intents),
@@ -192,16 +203,16 @@ def stripe_routes() -> list[Route]:
         _route("/v1/refunds/{id}", "GET", _retrieve("refund")),
         _route("/v1/refunds/{id}", "POST", _update_refund),
         _route(
-            "/v1/balance_transactions", "GET",
+            "/v1/balance_transactions",
+            "GET",
             _list(
-                "balance_transaction", "/v1/balance_transactions",
+                "balance_transaction",
+                "/v1/balance_transactions",
                 {"type": "type", "source": "ref"},
             ),
         ),
         _route("/v1/balance_transactions/{id}", "GET", _retrieve("balance_transaction")),
         _route("/v1/events", "GET", _list("event", "/v1/events", {"type": "type"})),
         _route("/v1/events/{id}", "GET", _retrieve("event")),
-        Route(
-            "/v1/{rest:path}", _unrecognized, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]
-        ),
+        Route("/v1/{rest:path}", _unrecognized, methods=["GET", "POST", "DELETE", "PUT", "PATCH"]),
     ]

@@ -130,7 +130,9 @@ class WebhookDispatcher:
             status_code, error, outcome = None, "dropped by fault injection", "dropped"
         else:
             status_code, error = self._send(row["url"], body)
-            outcome = "delivered" if status_code is not None and 200 <= status_code < 300 else "failed"
+            outcome = (
+                "delivered" if status_code is not None and 200 <= status_code < 300 else "failed"
+            )
         extra: list[tuple[str, int | None, str | None]] = []
         if outcome != "dropped" and self._faults.webhook_roll(faults.duplicate_probability):
             dup_status, dup_error = self._send(row["url"], body)
@@ -158,12 +160,21 @@ class WebhookDispatcher:
             tx.log_attempt(row["id"], row["event_id"], attempt, now_ms, outcome, status_code, error)
             for extra_outcome, extra_status, extra_error in extra:
                 tx.log_attempt(
-                    row["id"], row["event_id"], attempt, now_ms, extra_outcome, extra_status,
+                    row["id"],
+                    row["event_id"],
+                    attempt,
+                    now_ms,
+                    extra_outcome,
+                    extra_status,
                     extra_error,
                 )
             tx.finish_attempt(
-                row["id"], status=status, attempts=attempt, next_attempt_ms=next_ms,
-                status_code=status_code, error=error,
+                row["id"],
+                status=status,
+                attempts=attempt,
+                next_attempt_ms=next_ms,
+                status_code=status_code,
+                error=error,
                 delivered_ms=now_ms if status == "delivered" else None,
             )
 

@@ -65,7 +65,9 @@ class ObjectWriter:
     def save(self, obj: JsonObject, *, settle_at_ms: int | None = None) -> None:
         status = obj.get("status")
         self.tx.update_object(
-            obj["id"], obj, status=status if isinstance(status, str) else None,
+            obj["id"],
+            obj,
+            status=status if isinstance(status, str) else None,
             settle_at_ms=settle_at_ms,
         )
 
