@@ -77,13 +77,8 @@ def test_non_2xx_is_retried_with_backoff(sim_factory: Any, receiver: Any) -> Non
     sim.client().v1.payment_intents.create(params=PAY)
     [received] = receiver.wait_for(1)
     assert _verified(received).type == "payment_intent.succeeded"
-    # The receiver has the body before the simulator has logged the delivery: wait for the log.
-    for _ in range(100):
-        log = sim.control("GET", "/_sim/webhooks")["data"]
-        attempts = log[0]["attempt_log"]
-        if len(attempts) == 3:
-            break
-        time.sleep(0.05)
+    attempts = _logged_attempts(sim, 3)
+    log = sim.control("GET", "/_sim/webhooks")["data"]
     assert [a["outcome"] for a in attempts] == ["failed", "failed", "delivered"]
     assert [a["status_code"] for a in attempts] == [500, 500, 200]
     gaps_ms = [b["at_ms"] - a["at_ms"] for a, b in itertools.pairwise(attempts)]
@@ -116,12 +111,24 @@ def test_duplicate_fault_delivers_each_event_twice(sim_factory: Any, receiver: A
     assert first.id == second.id  # the same event: receivers must dedupe by id
 
 
+def _logged_attempts(sim: Any, expected: int) -> list[dict[str, Any]]:
+    """The first event's delivery attempts, once the simulator has logged `expected` of them: the
+    receiver has a body before the simulator logs its delivery, so reading at once would race."""
+    attempts: list[dict[str, Any]] = []
+    for _ in range(200):
+        attempts = sim.control("GET", "/_sim/webhooks")["data"][0]["attempt_log"]
+        if len(attempts) >= expected:
+            break
+        time.sleep(0.05)
+    return attempts
+
+
 def test_drop_first_attempt_then_retry(sim_factory: Any, receiver: Any) -> None:
     sim = _start(sim_factory, receiver)
     sim.control("POST", "/_sim/faults", {"webhooks": {"drop_first_attempt_probability": 1.0}})
     sim.client().v1.payment_intents.create(params=PAY)
     receiver.wait_for(1)
-    attempts = sim.control("GET", "/_sim/webhooks")["data"][0]["attempt_log"]
+    attempts = _logged_attempts(sim, 2)
     assert [a["outcome"] for a in attempts] == ["dropped", "delivered"]
     assert receiver.requests_seen == 1
 
