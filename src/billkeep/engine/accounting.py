@@ -98,6 +98,35 @@ def post_payment_succeeded(
     )
 
 
+def _post_expense_or_contra(
+    conn: Connection,
+    tenant_id: str,
+    entry_key: str,
+    description: str,
+    debit: tuple[str, AccountType],
+    resource_id: str,
+    gateway: str,
+    amount_minor: int,
+    currency: str,
+    now_ms: int,
+) -> PostedEntry:
+    """Money leaving the gateway's clearing account (a refund, a fee, a dispute)."""
+    return post_entry(
+        conn,
+        tenant_id,
+        entry_key,
+        description,
+        _pair(
+            (debit[0], debit[1], None),
+            (clearing_code(gateway), AccountType.ASSET, None),
+            amount_minor,
+            currency,
+        ),
+        now_ms,
+        resource_id=resource_id,
+    )
+
+
 def post_refund_succeeded(
     conn: Connection,
     tenant_id: str,
@@ -108,19 +137,17 @@ def post_refund_succeeded(
     currency: str,
     now_ms: int,
 ) -> PostedEntry:
-    return post_entry(
+    return _post_expense_or_contra(
         conn,
         tenant_id,
         f"refund:{refund_reference}",
         f"Refund {refund_reference}",
-        _pair(
-            (REVENUE_REFUNDS, AccountType.REVENUE, None),
-            (clearing_code(gateway), AccountType.ASSET, None),
-            amount_minor,
-            currency,
-        ),
+        (REVENUE_REFUNDS, AccountType.REVENUE),
+        resource_id,
+        gateway,
+        amount_minor,
+        currency,
         now_ms,
-        resource_id=resource_id,
     )
 
 
@@ -134,19 +161,17 @@ def post_gateway_fee(
     currency: str,
     now_ms: int,
 ) -> PostedEntry:
-    return post_entry(
+    return _post_expense_or_contra(
         conn,
         tenant_id,
         f"fee:{balance_transaction}",
         f"Gateway fee {balance_transaction}",
-        _pair(
-            (EXPENSE_GATEWAY_FEES, AccountType.EXPENSE, None),
-            (clearing_code(gateway), AccountType.ASSET, None),
-            fee_minor,
-            currency,
-        ),
+        (EXPENSE_GATEWAY_FEES, AccountType.EXPENSE),
+        resource_id,
+        gateway,
+        fee_minor,
+        currency,
         now_ms,
-        resource_id=resource_id,
     )
 
 
@@ -160,17 +185,15 @@ def post_dispute(
     currency: str,
     now_ms: int,
 ) -> PostedEntry:
-    return post_entry(
+    return _post_expense_or_contra(
         conn,
         tenant_id,
         f"dispute:{dispute_id}",
         f"Dispute {dispute_id}",
-        _pair(
-            (EXPENSE_DISPUTES, AccountType.EXPENSE, None),
-            (clearing_code(gateway), AccountType.ASSET, None),
-            amount_minor,
-            currency,
-        ),
+        (EXPENSE_DISPUTES, AccountType.EXPENSE),
+        resource_id,
+        gateway,
+        amount_minor,
+        currency,
         now_ms,
-        resource_id=resource_id,
     )

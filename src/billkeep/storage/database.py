@@ -15,7 +15,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -142,11 +142,12 @@ class Database:
         return self.dialect == "sqlite"
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One write transaction. Commits on success, rolls back on any exception."""
+    def _transaction(self, sqlite_begin: str) -> Iterator[Connection]:
+        """A transaction that commits on success and rolls back on any exception; a lost or
+        refused connection surfaces as DatabaseUnavailable (503 with Retry-After in the API)."""
         try:
             with self.engine.connect() as conn:
-                conn.info["billkeep_begin"] = "IMMEDIATE"
+                conn.info["billkeep_begin"] = sqlite_begin
                 with conn.begin():
                     yield conn
         except (OperationalError, DBAPIError) as exc:
@@ -154,18 +155,13 @@ class Database:
                 raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
             raise
 
-    @contextmanager
-    def read(self) -> Iterator[Connection]:
+    def write(self) -> AbstractContextManager[Connection]:
+        """One write transaction (SQLite: BEGIN IMMEDIATE, the write lock taken up front)."""
+        return self._transaction("IMMEDIATE")
+
+    def read(self) -> AbstractContextManager[Connection]:
         """A read-only transaction (deferred on SQLite, so it takes no write lock)."""
-        try:
-            with self.engine.connect() as conn:
-                conn.info["billkeep_begin"] = "DEFERRED"
-                with conn.begin():
-                    yield conn
-        except (OperationalError, DBAPIError) as exc:
-            if is_unavailable(exc):
-                raise DatabaseUnavailable(f"database unavailable: {type(exc).__name__}") from exc
-            raise
+        return self._transaction("DEFERRED")
 
     def run_write(self, work: Callable[[Connection], T], *, max_retries: int = MAX_TX_RETRIES) -> T:
         """Run `work` in a write transaction, again from scratch on serialization/deadlock/busy.
