@@ -11,7 +11,7 @@ import httpx
 import pytest
 import stripe
 
-FIXTURES = Path("/work/shared/stripe/fixtures-subset.json")
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "stripe" / "fixtures-subset.json"
 
 
 def _pay(client: stripe.StripeClient, payment_method: str, amount: int = 1000, **extra: Any) -> Any:
