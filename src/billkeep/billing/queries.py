@@ -19,7 +19,7 @@ from billkeep.billing.views import (
 )
 from billkeep.domain.clock import Clock
 from billkeep.domain.errors import NotFound, ValidationFailed
-from billkeep.engine.queries import DEFAULT_PAGE_LIMIT, Page, check_limit
+from billkeep.engine.queries import DEFAULT_PAGE_LIMIT, Page, fetch_one, fetch_page
 from billkeep.storage.database import Database
 from billkeep.storage.tables.billing import (
     billing_runs,
@@ -68,14 +68,7 @@ class BillingQueries:
         self.clock = clock
 
     def _one(self, table: sa.Table, tenant_id: str, object_id: str, what: str) -> Any:
-        row = self.db.run_read(
-            lambda c: c.execute(
-                sa.select(table).where(table.c.tenant_id == tenant_id, table.c.id == object_id)
-            ).first()
-        )
-        if row is None:
-            raise NotFound(f"no {what} {object_id}")
-        return row
+        return fetch_one(self.db, table, tenant_id, object_id, what)
 
     def _page(
         self,
@@ -86,20 +79,7 @@ class BillingQueries:
         cursor: str | None,
         render: Callable[[Connection, Any], dict[str, Any]],
     ) -> Page:
-        check_limit(limit)
-        query = sa.select(table).where(table.c.tenant_id == tenant_id, *filters)
-        if cursor:
-            query = query.where(table.c.id < cursor)
-        query = query.order_by(table.c.id.desc()).limit(limit + 1)
-
-        def work(conn: Connection) -> tuple[list[dict[str, Any]], bool, str | None]:
-            rows = conn.execute(query).all()
-            has_more = len(rows) > limit
-            rows = rows[:limit]
-            return [render(conn, r) for r in rows], has_more, rows[-1].id if has_more else None
-
-        data, has_more, next_cursor = self.db.run_read(work)
-        return Page(data, has_more, next_cursor)
+        return fetch_page(self.db, table, tenant_id, filters, limit, cursor, render)
 
     def metric(self, tenant_id: str, metric_id: str) -> dict[str, Any]:
         return metric_view(self._one(metrics, tenant_id, metric_id, "metric"))

@@ -26,7 +26,15 @@ from billkeep.storage.tables.core import (
     refunds,
 )
 
-__all__ = ["DEFAULT_PAGE_LIMIT", "MAX_PAGE_LIMIT", "Page", "Queries", "command_view"]
+__all__ = [
+    "DEFAULT_PAGE_LIMIT",
+    "MAX_PAGE_LIMIT",
+    "Page",
+    "Queries",
+    "command_view",
+    "fetch_one",
+    "fetch_page",
+]
 
 DEFAULT_PAGE_LIMIT = 20
 MAX_PAGE_LIMIT = 100
@@ -122,19 +130,50 @@ def entry_view(view: ledger.EntryView) -> dict[str, Any]:
     }
 
 
+def fetch_one(db: Database, table: sa.Table, tenant_id: str, object_id: str, what: str) -> Any:
+    """One row of a tenant's table by id, or NotFound (another tenant's id is simply not found)."""
+    row = db.run_read(
+        lambda c: c.execute(
+            sa.select(table).where(table.c.tenant_id == tenant_id, table.c.id == object_id)
+        ).first()
+    )
+    if row is None:
+        raise NotFound(f"no {what} {object_id}")
+    return row
+
+
+def fetch_page(
+    db: Database,
+    table: sa.Table,
+    tenant_id: str,
+    filters: Sequence[Any],
+    limit: int,
+    cursor: str | None,
+    render: Callable[[Connection, Any], dict[str, Any]],
+) -> Page:
+    """A page of a tenant's rows, newest first; the cursor is the last id returned (ids sort by
+    time). `render` gets the read's connection, for views that need child rows."""
+    check_limit(limit)
+    query = sa.select(table).where(table.c.tenant_id == tenant_id, *filters)
+    if cursor:
+        query = query.where(table.c.id < cursor)
+    query = query.order_by(table.c.id.desc()).limit(limit + 1)
+
+    def work(conn: Connection) -> Page:
+        rows = conn.execute(query).all()
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([render(conn, r) for r in rows], has_more, rows[-1].id if has_more else None)
+
+    return db.run_read(work)
+
+
 class Queries:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     def _one(self, table: sa.Table, tenant_id: str, object_id: str, what: str) -> Any:
-        row = self.db.run_read(
-            lambda c: c.execute(
-                sa.select(table).where(table.c.tenant_id == tenant_id, table.c.id == object_id)
-            ).first()
-        )
-        if row is None:
-            raise NotFound(f"no {what} {object_id}")
-        return row
+        return fetch_one(self.db, table, tenant_id, object_id, what)
 
     def _page(
         self,
@@ -145,15 +184,9 @@ class Queries:
         cursor: str | None,
         render: Callable[[Any], dict[str, Any]],
     ) -> Page:
-        check_limit(limit)
-        query = sa.select(table).where(table.c.tenant_id == tenant_id, *filters)
-        if cursor:
-            query = query.where(table.c.id < cursor)
-        query = query.order_by(table.c.id.desc()).limit(limit + 1)
-        rows = self.db.run_read(lambda c: c.execute(query).all())
-        has_more = len(rows) > limit
-        rows = rows[:limit]
-        return Page([render(r) for r in rows], has_more, rows[-1].id if has_more else None)
+        return fetch_page(
+            self.db, table, tenant_id, filters, limit, cursor, lambda _c, r: render(r)
+        )
 
     # customers, charges, refunds
     def customer(self, tenant_id: str, customer_id: str) -> dict[str, Any]:
