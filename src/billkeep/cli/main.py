@@ -8,6 +8,7 @@ reason on standard error.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 from typing import Any
@@ -17,6 +18,8 @@ import typer
 from billkeep.domain.errors import BillkeepError
 
 __all__ = ["app", "fail", "main"]
+
+MAX_REASON_CHARS = 500  # one line, however long the underlying message
 
 app = typer.Typer(
     name="billkeep",
@@ -47,8 +50,17 @@ _load_commands()
 
 
 def main(argv: list[str] | None = None) -> Any:
+    """The `billkeep` console script: any failure ends with a one-line reason and exit code 1
+    (set BILLKEEP_DEBUG=1 to see the traceback instead)."""
     try:
         return app(argv, standalone_mode=True)
     except BillkeepError as exc:
-        fail(f"{exc.code}: {exc.detail}")
-    return None
+        reason = f"{exc.code}: {exc.detail}"
+    except Exception as exc:
+        if os.environ.get("BILLKEEP_DEBUG") == "1":
+            raise
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        reason = f"{type(exc).__name__}: {first_line}"
+    # Outside typer's own handling now: print the reason and leave with a plain SystemExit.
+    sys.stderr.write(f"billkeep: error: {reason[:MAX_REASON_CHARS]}\n")
+    raise SystemExit(1)

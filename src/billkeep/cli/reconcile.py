@@ -67,6 +67,13 @@ def reconcile(
         raise typer.BadParameter("--to must be after --from")
     bk: Billkeep = open_billkeep(database_url)
     gateway_id = gateway or bk.services.gateways.default_gateway_id(tenant)
+    if not gateway_id.startswith("gw_"):
+        typer.echo(
+            f"billkeep: error: tenant {tenant} has no configured gateway to reconcile with (it uses"
+            f" the built-in {gateway_id!r} gateway); configure one with `billkeep gateways create`",
+            err=True,
+        )
+        raise typer.Exit(1)
     source = StripeSourceFactory(enable_gateway_configs(bk))(tenant, gateway_id)
     runner = ReconciliationRunner(bk.db, bk.clock)
     run_id = bk.db.run_write(
