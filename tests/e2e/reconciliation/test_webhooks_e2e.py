@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,7 +174,9 @@ def _sim_post(sim: SimulatorProcess, path: str, form: dict[str, str]) -> Any:
     return response.json()
 
 
-def _drive(http: httpx.Client, sim: SimulatorProcess) -> Driven:
+def _drive(
+    http: httpx.Client, sim: SimulatorProcess, apply_webhooks: Callable[[], object]
+) -> Driven:
     driven = Driven()
     customers = {}
     for card in CARDS:
@@ -200,6 +202,10 @@ def _drive(http: httpx.Client, sim: SimulatorProcess) -> Driven:
     for charge in local:
         if charge["status"] == "pending":  # pm_card_async: the bank settles it later
             sim.settle(charge["gateway_reference"])
+    # A client refunds a settled async payment only once billkeep knows it succeeded (a refund of a
+    # still-pending charge is refused, finally, for that key): let the settlement webhooks arrive.
+    _flush_until_delivered(sim)
+    apply_webhooks()
     _refund_and_dispute(http, sim, local, driven)
     return driven
 
@@ -345,7 +351,7 @@ def test_webhooks_with_faults_converge_to_the_gateway(
         sim.webhook_secret = WEBHOOK_SECRET
         sim.start()
         sim.set_faults(WEBHOOK_FAULTS)
-        driven = _drive(http, sim)
+        driven = _drive(http, sim, lambda: _process_events(server, db, tenant_id))
         delivered = _flush_until_delivered(sim)
         rows = _process_events(server, db, tenant_id)
         _assert_inbox(sim, rows, delivered, http)
