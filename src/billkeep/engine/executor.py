@@ -309,18 +309,14 @@ class Executor:
         resource_id = result.resource_id or ctx.resource_id
         common: dict[str, Any] = {"resource_id": resource_id}
         if isinstance(result, Advance):
-            store.transition(
+            _move(
                 conn,
-                tenant_id=ctx.tenant_id,
-                command_id=ctx.command_id,
-                fencing_token=ctx.fencing_token,
-                from_state=ctx.state,
-                to_state=CommandState.RUNNING,
-                recovery_point=result.point,
-                actor=ctx.actor,
-                now_ms=now_ms,
-                detail=result.detail,
-                values=common,
+                ctx,
+                CommandState.RUNNING,
+                result.point,
+                now_ms,
+                result.detail,
+                common,
             )
             ctx.recovery_point, ctx.resource_id = result.point, resource_id
             return None
@@ -339,23 +335,18 @@ class Executor:
         now_ms: int,
     ) -> CommandResult:
         expires_at_ms = now_ms + self.services.config.idempotency_ttl_ms
-        store.transition(
+        _move(
             conn,
-            tenant_id=ctx.tenant_id,
-            command_id=ctx.command_id,
-            fencing_token=ctx.fencing_token,
-            from_state=ctx.state,
-            to_state=result.state,
-            recovery_point="finished",
-            actor=ctx.actor,
-            now_ms=now_ms,
-            detail=result.detail,
-            values={
+            ctx,
+            result.state,
+            "finished",
+            now_ms,
+            result.detail,
+            {
                 "resource_id": resource_id,
                 "response_status": result.status,
                 "response_body": body_text,
-                "lease_owner": None,
-                "lease_expires_at_ms": None,
+                **_LEASE_RELEASED,
                 "next_attempt_at_ms": None,
                 "completed_at_ms": now_ms,
                 "key_expires_at_ms": expires_at_ms,
@@ -385,23 +376,18 @@ class Executor:
         now_ms: int,
     ) -> CommandResult:
         assert result.state in (CommandState.RUNNING, CommandState.AWAITING_OUTCOME)
-        store.transition(
+        _move(
             conn,
-            tenant_id=ctx.tenant_id,
-            command_id=ctx.command_id,
-            fencing_token=ctx.fencing_token,
-            from_state=ctx.state,
-            to_state=result.state,
-            recovery_point=result.point,
-            actor=ctx.actor,
-            now_ms=now_ms,
-            detail=result.detail,
-            values={
+            ctx,
+            result.state,
+            result.point,
+            now_ms,
+            result.detail,
+            {
                 "resource_id": resource_id,
                 "response_status": result.status,
                 "response_body": body_text,
-                "lease_owner": None,
-                "lease_expires_at_ms": None,
+                **_LEASE_RELEASED,
                 "next_attempt_at_ms": now_ms + result.retry_after_ms,
             },
         )
@@ -424,20 +410,15 @@ class Executor:
 
         def work(conn: Connection) -> None:
             now_ms = ctx.now_ms()
-            store.transition(
+            _move(
                 conn,
-                tenant_id=ctx.tenant_id,
-                command_id=ctx.command_id,
-                fencing_token=ctx.fencing_token,
-                from_state=ctx.state,
-                to_state=CommandState.RUNNING,
-                recovery_point=ctx.recovery_point,
-                actor=ctx.actor,
-                now_ms=now_ms,
-                detail=f"error: {type(exc).__name__}: {exc}",
-                values={
-                    "lease_owner": None,
-                    "lease_expires_at_ms": None,
+                ctx,
+                CommandState.RUNNING,
+                ctx.recovery_point,
+                now_ms,
+                f"error: {type(exc).__name__}: {exc}",
+                {
+                    **_LEASE_RELEASED,
                     "next_attempt_at_ms": now_ms + retry_ms,
                     "last_error": repr(exc)[:2000],
                 },
@@ -447,6 +428,35 @@ class Executor:
             self.services.db.run_write(work)
         except Exception:  # the lease expires by itself; the worker will pick the command up
             logger.exception("could not release command %s after an error", ctx.command_id)
+
+
+# A command that stops (finished, suspended, or released after an error) gives up its lease.
+_LEASE_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at_ms": None}
+
+
+def _move(
+    conn: Connection,
+    ctx: StepContext,
+    to_state: CommandState,
+    recovery_point: str,
+    now_ms: int,
+    detail: str | None,
+    values: dict[str, Any],
+) -> None:
+    """One fenced transition of the running command `ctx` describes."""
+    store.transition(
+        conn,
+        tenant_id=ctx.tenant_id,
+        command_id=ctx.command_id,
+        fencing_token=ctx.fencing_token,
+        from_state=ctx.state,
+        to_state=to_state,
+        recovery_point=recovery_point,
+        actor=ctx.actor,
+        now_ms=now_ms,
+        detail=detail,
+        values=values,
+    )
 
 
 def _replay(row: store.CommandRow) -> CommandResult:
