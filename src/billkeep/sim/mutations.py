@@ -27,7 +27,7 @@ from billkeep.engine.steps import StepContext
 from billkeep.storage.database import Database
 from billkeep.storage.tables.core import commands
 
-__all__ = ["MUTATIONS", "Mutation", "apply_mutation", "describe"]
+__all__ = ["MUTATIONS", "Mutation", "apply_mutation", "describe", "register_mutation"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +174,12 @@ MUTATIONS: dict[str, Mutation] = {
         ),
     )
 }
+
+
+def register_mutation(mutation: Mutation) -> None:
+    """Extensions (billkeep.sim.extensions) add the safeguards of the parts they drive."""
+    assert mutation.name not in MUTATIONS, f"mutation {mutation.name} registered twice"
+    MUTATIONS[mutation.name] = mutation
 
 
 @contextmanager

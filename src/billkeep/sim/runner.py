@@ -31,9 +31,11 @@ from billkeep.engine.service import Billkeep
 from billkeep.engine.steps import EngineConfig
 from billkeep.engine.worker import RecoveryWorker
 from billkeep.gateways.simulator import SimConfig, SimStore, SimulatorCore
+from billkeep.sim import extensions as _extensions  # noqa: F401  (registers them)
 from billkeep.sim import workload
 from billkeep.sim.auditor import Auditor, Violation
 from billkeep.sim.digest import database_digest, gateway_digest, trace_digest
+from billkeep.sim.extension import EXTENSION_FACTORIES, SimAction, SimExtension
 from billkeep.sim.faults import FaultProfile, YieldPolicy
 from billkeep.sim.gateway import GatewayFaults, GatewayRecords, SimGatewayDirectory
 from billkeep.sim.history import ClientHistory, Intent, Observation
@@ -50,6 +52,7 @@ DEFAULT_STEPS = 150
 TENANTS = 2
 CUSTOMERS_PER_TENANT = 3
 MAX_RECOVERY_ROUNDS = 80
+MAX_RECOVERY_PASSES = 20  # command recovery + every extension's recovery, until all is quiet
 RECOVERY_MIN_ADVANCE_MS = 1_000
 CROSS_TENANT_KEY_REUSE_PROBABILITY = 0.1
 FULL_REFUND_PROBABILITY = 0.4
@@ -58,6 +61,7 @@ SHORT_TRACE_LINES = 40
 SIM_ENGINE_CONFIG = EngineConfig(resolve_backoff_ms=(60_000, 300_000, 3_600_000))
 
 _TEMPLATE: dict[str, Path] = {}
+ALL_EXTENSIONS = frozenset(name for name, _factory in EXTENSION_FACTORIES)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,8 @@ class SimOptions:
     database_url: str | None = None  # None: a fresh SQLite file per run
     mutation: str | None = None
     audit_every: int = 1
+    # Which registered extensions run (default: all of them).
+    extensions: frozenset[str] = field(default_factory=lambda: ALL_EXTENSIONS)
 
 
 @dataclass
@@ -137,6 +143,7 @@ def _database(url: str | None) -> Iterator[Database]:
 class Simulation:
     def __init__(self, options: SimOptions, db: Database) -> None:
         seed = options.seed
+        self.seed = seed
         self.options = options
         self.db = db
         self.rng = random.Random(f"{seed}:workload")
@@ -171,6 +178,31 @@ class Simulation:
         self.used_jumps: set[str] = set()
         self.harness_errors: list[str] = []
         self.counters: dict[str, int] = {}
+        self.extensions: list[SimExtension] = [
+            factory(self) for name, factory in EXTENSION_FACTORIES if name in options.extensions
+        ]
+
+    # --- the SimWorld interface extensions use ---------------------------------------------------
+    @property
+    def faults_on(self) -> bool:
+        return self.policy.enabled
+
+    def rng_for(self, stream: str) -> random.Random:
+        return random.Random(f"{self.seed}:{stream}")
+
+    def note(self, line: str) -> None:
+        self._note(line)
+
+    def spawn_actor(self, name: str, body: Callable[[], object]) -> Actor:
+        actor = self.scheduler.spawn(name, body)
+        self._step(actor)
+        return actor
+
+    def run_to_end(self, actor: Actor) -> None:
+        self._run_to_end(actor)
+
+    def next_number(self, what: str) -> int:
+        return self._next(what)
 
     # --- bookkeeping -------------------------------------------------------------------------------
     def _note(self, line: str) -> None:
@@ -229,6 +261,9 @@ class Simulation:
                 assert result.status == 201, result.body_text
                 self.customers[tenant_id].append(str(result.body()["id"]))
         self.trace.append(f"setup tenants={len(self.tenants)} customers={CUSTOMERS_PER_TENANT}")
+        for extension in self.extensions:
+            extension.setup()
+            self.trace.append(f"setup {extension.name}")
 
     # --- clients and workers -----------------------------------------------------------------------
     def _call(self, intent: Intent, actor: str) -> Observation:
@@ -430,7 +465,33 @@ class Simulation:
             available[f"clock_{jump.name}"] = not (jump.once and jump.name in self.used_jumps)
         return available
 
+    def _extension_actions(self) -> dict[str, SimAction]:
+        found: dict[str, SimAction] = {}
+        for extension in self.extensions:
+            for action in extension.actions():
+                assert action.name not in workload.ACTION_WEIGHTS, action.name
+                assert action.name not in found, f"action {action.name} offered twice"
+                found[action.name] = action
+        return found
+
+    def _weights(self) -> dict[str, float]:
+        """Weight per action that has a candidate now, in a fixed order (core first)."""
+        available = self._available()
+        weights = {
+            name: weight
+            for name, weight in workload.ACTION_WEIGHTS.items()
+            if available.get(name, True)
+        }
+        for name, action in self._extension_actions().items():
+            if action.available():
+                weights[name] = action.weight
+        return weights
+
     def act(self, name: str) -> None:
+        extension_actions = self._extension_actions()
+        if name in extension_actions:
+            extension_actions[name].run()
+            return
         jumps = {f"clock_{j.name}": j for j in workload.CLOCK_JUMPS_MS}
         if name in jumps:
             self.act_clock(jumps[name])
@@ -449,6 +510,8 @@ class Simulation:
     # --- phases ------------------------------------------------------------------------------------
     def _audit(self, step: int) -> list[Violation]:
         found = self.auditor.check_safety()
+        for extension in self.extensions:
+            found += extension.check_safety()
         found += [Violation("harness", error) for error in self.harness_errors]
         if found:
             self.trace.append(f"step {step}: {len(found)} violation(s)")
@@ -456,7 +519,7 @@ class Simulation:
 
     def run_faulty_phase(self) -> tuple[list[Violation], int | None]:
         for step in range(self.options.steps):
-            name = workload.choose_action(self.rng, self._available())
+            name = workload.choose_action(self.rng, self._weights())
             self.trace.append(f"step {step} t+{self.clock.now_ms() - self.start_ms} {name}")
             self.act(name)
             if step % self.options.audit_every == 0 or step == self.options.steps - 1:
@@ -487,6 +550,18 @@ class Simulation:
         for actor in list(self.scheduler.actors):
             while not actor.finished:
                 self._step(actor)
+        for pass_number in range(MAX_RECOVERY_PASSES):
+            self._recover_commands()
+            busy = [extension.name for extension in self.extensions if extension.recover()]
+            if not busy and self._pending_due_ms() is None:
+                break
+            self.trace.append(f"recovery pass {pass_number}: {', '.join(busy) or 'commands'}")
+        self.trace.append("clients ask again")
+        for intent in list(self.history.intents):
+            self._run_to_end(self.submit(intent))
+
+    def _recover_commands(self) -> None:
+        """The worker runs (the clock jumping to the next due command) until all are final."""
         for round_number in range(MAX_RECOVERY_ROUNDS):
             due_ms = self._pending_due_ms()
             if due_ms is None:
@@ -496,9 +571,6 @@ class Simulation:
             self.core.settle_due()
             self.trace.append(f"recovery round {round_number}")
             self._run_to_end(self.spawn_worker())
-        self.trace.append("clients ask again")
-        for intent in list(self.history.intents):
-            self._run_to_end(self.submit(intent))
 
     def _run_to_end(self, actor: Actor) -> None:
         while not actor.finished:
@@ -517,6 +589,8 @@ def run_seed(options: SimOptions) -> SimResult:
                 if not violations:
                     sim.run_recovery()
                     violations = sim.auditor.check_final()
+                    for extension in sim.extensions:
+                        violations += extension.check_final()
                     violations += [Violation("harness", e) for e in sim.harness_errors]
                     if violations:
                         failed_step = options.steps
@@ -554,6 +628,11 @@ def run_seed(options: SimOptions) -> SimResult:
                 "audits": sim.auditor.audits,
                 "payments": len(sim.records.payment_keys),
                 "refunds": len(sim.records.refund_keys),
+                **{
+                    f"{extension.name}.{key}": value
+                    for extension in sim.extensions
+                    for key, value in extension.stats().items()
+                },
             },
         )
         sim.core.store.close()

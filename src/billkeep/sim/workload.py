@@ -57,10 +57,10 @@ ACTION_WEIGHTS: dict[str, float] = {
 }
 
 
-def choose_action(rng: random.Random, available: dict[str, bool]) -> str:
-    names = [name for name in ACTION_WEIGHTS if available.get(name, True)]
-    weights = [ACTION_WEIGHTS[name] for name in names]
-    return rng.choices(names, weights=weights, k=1)[0]
+def choose_action(rng: random.Random, weights: dict[str, float]) -> str:
+    """One action among those offered (name -> weight, in a fixed order)."""
+    names = list(weights)
+    return rng.choices(names, weights=[weights[name] for name in names], k=1)[0]
 
 
 def amount_minor(rng: random.Random) -> int:

@@ -1,0 +1,6 @@
+"""The simulation's extensions beyond charges and refunds. Importing this package registers
+each of them (see `billkeep.sim.extension.register_extension`), in a fixed order."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
