@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from billkeep.domain.clock import ManualClock
 from billkeep.engine.service import Billkeep
@@ -17,6 +18,11 @@ from billkeep.storage.migrate import upgrade_to_head
 from tests.support.databases import PostgresProvisioner, postgres_available
 
 _provisioner: PostgresProvisioner | None = None
+
+# Property tests judge results, not speed: on a loaded 2-core CI machine (pytest -n 2 beside
+# PostgreSQL and server processes) an example can exceed hypothesis' 200 ms deadline by chance.
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
