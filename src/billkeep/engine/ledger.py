@@ -216,8 +216,12 @@ def post_entry(
     account_ids = _account_ids(conn, tenant_id, specs, now_ms)
     _lock_accounts(conn, tenant_id, account_ids)
     entry_id = new_id("je", now_ms)
-    conn.execute(
-        journal_entries.insert().values(
+    # ON CONFLICT DO NOTHING: a concurrent transaction may have committed the same key after the
+    # read above (READ COMMITTED on PostgreSQL). The unique key decides; the loser returns the
+    # winner's entry like any repeat instead of failing with a unique violation.
+    inserted = conn.execute(
+        insert_ignoring_conflicts(conn.dialect.name, journal_entries)
+        .values(
             tenant_id=tenant_id,
             id=entry_id,
             entry_key=entry_key,
@@ -232,7 +236,13 @@ def post_entry(
             if pending and pending_timeout_ms
             else None,
         )
-    )
+        .returning(journal_entries.c.id)
+    ).first()
+    if inserted is None:
+        winner = _existing(conn, tenant_id, entry_key)
+        assert winner is not None, f"entry_key {entry_key!r} conflicted but is not visible"
+        _check_same(conn, tenant_id, winner, description, specs, pending, resource_id)
+        return PostedEntry(str(winner.id), entry_key, created=False)
     conn.execute(
         postings.insert(),
         [
