@@ -240,7 +240,9 @@ def post_entry(
     ).first()
     if inserted is None:
         winner = _existing(conn, tenant_id, entry_key)
-        assert winner is not None, f"entry_key {entry_key!r} conflicted but is not visible"
+        if winner is None:  # the other unique key: this entry was reversed meanwhile
+            assert reverses is not None, f"entry_key {entry_key!r} conflicted but is not visible"
+            raise Conflict(f"entry {reverses} is already reversed")
         _check_same(conn, tenant_id, winner, description, specs, pending, resource_id)
         return PostedEntry(str(winner.id), entry_key, created=False)
     conn.execute(
@@ -344,12 +346,20 @@ def reverse_entry(
     description: str,
     now_ms: int,
 ) -> PostedEntry:
-    """A correcting entry with every posting of a posted entry swapped; idempotent by reversal_key."""
+    """A correcting entry with every posting of a posted entry swapped; idempotent by reversal_key.
+    An entry is reversed once: another reversal key is refused (unique (tenant_id, reverses))."""
     row = _existing(conn, tenant_id, entry_key)
     if row is None:
         raise NotFound(f"no journal entry with key {entry_key!r}")
     if row.state != EntryState.POSTED.value:
         raise Conflict("only posted entries can be reversed")
+    earlier = conn.execute(
+        sa.select(journal_entries.c.entry_key).where(
+            journal_entries.c.tenant_id == tenant_id, journal_entries.c.reverses == row.id
+        )
+    ).scalar_one_or_none()
+    if earlier is not None and earlier != reversal_key:
+        raise Conflict(f"entry {entry_key!r} is already reversed by {earlier!r}")
     stored = conn.execute(
         sa.select(
             accounts.c.code,
