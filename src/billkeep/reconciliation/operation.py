@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from billkeep.domain.clock import ms_to_rfc3339, rfc3339_to_ms
 from billkeep.domain.commands import CommandState
 from billkeep.domain.errors import FieldError, ValidationFailed
+from billkeep.domain.periods import MAX_TIME_MS, MIN_TIME_MS
 from billkeep.engine.operations.validation import check_unknown_fields
 from billkeep.engine.steps import (
     Advance,
@@ -43,10 +44,16 @@ def _parse_time(request: Mapping[str, Any], field: str, errors: list[FieldError]
         errors.append(FieldError(field, "required: an RFC 3339 time"))
         return None
     try:
-        return rfc3339_to_ms(value)
+        parsed = rfc3339_to_ms(value)
     except ValueError as exc:
         errors.append(FieldError(field, f"not an RFC 3339 time: {exc}"))
         return None
+    # Outside it the canonical request cannot be written back as RFC 3339 (a year-1 time renders
+    # as "1-01-01..."), and the recorded command then failed on every resume.
+    if not MIN_TIME_MS <= parsed <= MAX_TIME_MS:
+        errors.append(FieldError(field, "is outside the supported calendar (1970..9999)"))
+        return None
+    return parsed
 
 
 class CreateReconciliation:
