@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from billkeep.api.models import (
+    RFC3339_PATTERN,
     Amount,
     Currency,
     Reference,
@@ -84,7 +85,6 @@ INVOICE_STATUSES = Literal["open", "paid", "uncollectible", "void"]
 _CODE = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"
 _PROPERTY = r"^[A-Za-z0-9_][A-Za-z0-9_.:-]*$"
 _NON_BLANK = r"\S"
-_RFC3339 = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 _VISIBLE_ASCII = r"^[\x21-\x7E]+$"
 MetricCode = Annotated[str, Field(min_length=1, max_length=METRIC_CODE_MAX_LENGTH, pattern=_CODE)]
 TierAmount = Annotated[
@@ -94,7 +94,6 @@ TierAmount = Annotated[
 PriceDescription = Annotated[
     str | None, Field(max_length=MAX_DESCRIPTION_LENGTH, pattern=_NON_BLANK)
 ]
-Time = Field(pattern=_RFC3339, description="RFC 3339 with an offset (`Z` or +hh:mm).")
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -214,7 +213,7 @@ class PlanList(_List):
 class SubscriptionCreate(_Request):
     customer_id: str = Reference
     plan_id: str = Reference
-    start_at: str | None = Field(default=None, pattern=_RFC3339, description="Default: now.")
+    start_at: str | None = Field(default=None, pattern=RFC3339_PATTERN, description="Default: now.")
 
 
 class SubscriptionCancel(_Request):
@@ -259,7 +258,7 @@ class UsageEventIn(_Request):
     )
     metric: MetricCode
     timestamp: str = Field(
-        pattern=_RFC3339, description="At most 5 minutes in the future; truncated to ms."
+        pattern=RFC3339_PATTERN, description="At most 5 minutes in the future; truncated to ms."
     )
     properties: dict[str, str | int | float | bool | None] | None = Field(
         default=None, max_length=MAX_PROPERTIES, description="JSON scalars only."
@@ -286,7 +285,7 @@ class UsageIngestion(_Response):
 
 # --- billing runs --------------------------------------------------------------------------------
 class BillingRunCreate(_Request):
-    as_of: str = Field(pattern=_RFC3339, description="Not after now: periods ended by then.")
+    as_of: str = Field(pattern=RFC3339_PATTERN, description="Not after now: periods ended by then.")
 
 
 class BillingRun(_Response):

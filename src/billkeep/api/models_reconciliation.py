@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from billkeep.api.models import Timestamp, _List, _Request, _Response
+from billkeep.api.models import RFC3339_PATTERN, Timestamp, _List, _Request, _Response
 from billkeep.storage.tables.reconciliation import MAX_EVENT_TYPE_LENGTH
 
 __all__ = [
@@ -53,8 +53,15 @@ class ReconciliationCreate(_Request):
     gateway_id: str | None = Field(
         default=None, min_length=1, description="Default: the tenant's default gateway."
     )
-    from_: str = Field(alias="from", description="RFC 3339; the window's start (inclusive).")
-    to: str = Field(description="RFC 3339, after `from`; windows over 93 days must be split.")
+    from_: str = Field(
+        alias="from",
+        pattern=RFC3339_PATTERN,
+        description="RFC 3339, 1970..9999; the window's start (inclusive).",
+    )
+    to: str = Field(
+        pattern=RFC3339_PATTERN,
+        description="RFC 3339, after `from`; windows over 93 days must be split.",
+    )
 
 
 class ReconciliationBreakCounts(_Response):

@@ -32,6 +32,7 @@ router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
     **command_route(
         ReconciliationCreate,
         {201: Reconciliation},
+        (404,),  # no such gateway (or no default one)
         summary="Reconcile a window against the gateway",
     ),
 )
