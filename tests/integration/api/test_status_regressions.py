@@ -1,12 +1,15 @@
-"""Requests the conformance fuzzing found answered with a 500 (a command recorded, then failing on
-every resume); each is a 422 validation error now, with nothing recorded."""
+"""Requests found, while documenting every status of the billing and reconciliation routes, to
+record a command that then failed on every resume (a 500, or a 404 leaving it running); each is
+now refused before anything is recorded."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from tests.integration.api.conftest import Api
 
 from billkeep.reconciliation.operation import OPERATION
 from billkeep.reconciliation.wiring import enable_reconciliation
+from billkeep.storage.tables.reconciliation import reconciliation_runs
 
 
 def _commands(api: Api) -> int:
@@ -70,3 +73,23 @@ def test_subscription_whose_first_period_ends_after_9999_is_refused(sqlite_api: 
         "ok",
     )
     assert accepted.status_code == 201, accepted.text
+
+
+def test_reconciliation_with_no_such_gateway_records_nothing(sqlite_api: Api) -> None:
+    # Sources from the gateway configuration store, where this tenant has configured none: its
+    # default is the built-in test gateway, which has no records to reconcile against.
+    enable_reconciliation(sqlite_api.billkeep)
+    before = _commands(sqlite_api)
+    window = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    for key, body in (("unknown", {"gateway_id": "gw_nope", **window}), ("default", window)):
+        for _attempt in range(2):  # the retry is refused the same way, not 409 key in use
+            response = sqlite_api.post("/v1/reconciliations", body, key)
+            assert response.status_code == 404, response.text
+            assert response.json()["code"] == "resource_missing"
+    assert _commands(sqlite_api) == before
+    runs = sqlite_api.billkeep.db.run_read(
+        lambda conn: conn.execute(
+            sa.select(sa.func.count()).select_from(reconciliation_runs)
+        ).scalar_one()
+    )
+    assert runs == 0
