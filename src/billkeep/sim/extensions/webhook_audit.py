@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,6 +68,55 @@ class _StateSnapshot:
         )
 
 
+@dataclass
+class _Implied:
+    status: str = "pending"
+    refunds: dict[str, str] = field(default_factory=dict)
+
+    def raise_to(self, status: str, refunds: Mapping[str, str]) -> None:
+        if PAYMENT_RANK[status] > PAYMENT_RANK[self.status]:
+            self.status = status
+        for refund_id, refund_status in refunds.items():
+            known = self.refunds.get(refund_id, "pending")
+            if REFUND_RANK[refund_status] >= REFUND_RANK[known]:
+                self.refunds[refund_id] = refund_status
+
+
+# Stripe's refund statuses as the payment state ranks them (requires_action: nothing moved yet).
+_REFUND_STATUS = {"requires_action": "pending"}
+_INTENT_EVENT_STATUS = {
+    "payment_intent.succeeded": "succeeded",
+    "payment_intent.payment_failed": "failed",
+    "payment_intent.processing": "processing",
+}
+
+
+def _implied_by(
+    event_type: str, event: Mapping[str, Any]
+) -> tuple[str, str, dict[str, str]] | None:
+    """(payment intent, the status the event proves at least, refund id -> status) for a tracked
+    event; None for others. A refund or a dispute exists only for a succeeded payment."""
+    obj = (event.get("data") or {}).get("object") or {}
+    if event_type in _INTENT_EVENT_STATUS:
+        return str(obj["id"]), _INTENT_EVENT_STATUS[event_type], {}
+    reference = obj.get("payment_intent")
+    if not isinstance(reference, str):
+        return None
+    if event_type in ("refund.created", "refund.updated"):
+        status = str(obj["status"])
+        return reference, "succeeded", {str(obj["id"]): _REFUND_STATUS.get(status, status)}
+    if event_type == "charge.refunded":
+        listed = (obj.get("refunds") or {}).get("data") or []
+        return (
+            reference,
+            "succeeded",
+            {str(r["id"]): _REFUND_STATUS.get(str(r["status"]), str(r["status"])) for r in listed},
+        )
+    if event_type == "charge.dispute.created":
+        return reference, "succeeded", {}
+    return None
+
+
 def expected_payment_status(intent: Mapping[str, Any]) -> str:
     """The payment-state status a gateway payment intent stands for."""
     status = intent.get("status")
@@ -99,6 +148,9 @@ class WebhookAudit:
         self._outcomes: dict[tuple[str, str], str] = {}
         self._charges: dict[tuple[str, str], tuple[str, int]] = {}
         self._refunds: dict[tuple[str, str], str] = {}
+        # What events already processed (applied/duplicate/stale) reported, per payment: the
+        # stored state is the join of every processed fact, so it must know at least this.
+        self._implied: dict[tuple[str, str], _Implied] = {}
 
     # --- after every step -------------------------------------------------------------------
     def check_safety(
@@ -138,8 +190,10 @@ class WebhookAudit:
             ).all()
             entry_keys = _posted_entry_keys(conn)
         found = self._i11_stored_before_acknowledged(events, acknowledged, delivered_to)
-        found += self._i8_events_final(events)
+        newly_settled = self._i8_events_final(events, found)
+        self._learn_implied(newly_settled)
         found += self._i8_states_forward(states)
+        found += self._i8_states_know_processed_facts(states)
         found += self._i8_local_forward(charge_rows, refund_rows)
         found += _i3_one_entry_per_fact(entry_keys)
         return found
@@ -172,9 +226,10 @@ class WebhookAudit:
                 )
         return found
 
-    def _i8_events_final(self, events: Sequence[Any]) -> list[Violation]:
-        """An event's final outcome is never revised (nothing here replays with force)."""
-        found: list[Violation] = []
+    def _i8_events_final(self, events: Sequence[Any], found: list[Violation]) -> list[Any]:
+        """An event's final outcome is never revised (nothing here replays with force). Returns
+        the events that reached a settled outcome since the last audit."""
+        newly: list[Any] = []
         for event in events:
             key = (event.tenant_id, event.id)
             before = self._outcomes.get(key)
@@ -182,7 +237,56 @@ class WebhookAudit:
                 found.append(
                     Violation("I8", f"event {event.event_id} outcome {before} -> {event.outcome}")
                 )
+            if event.outcome in SETTLED_OUTCOMES and before not in SETTLED_OUTCOMES:
+                newly.append(event)
             self._outcomes[key] = event.outcome
+        return newly
+
+    def _learn_implied(self, settled: Sequence[Any]) -> None:
+        if not settled:
+            return
+        ids = [(e.tenant_id, e.id) for e in settled]
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(
+                    webhook_events.c.tenant_id,
+                    webhook_events.c.event_type,
+                    webhook_events.c.payload,
+                ).where(sa.tuple_(webhook_events.c.tenant_id, webhook_events.c.id).in_(ids))
+            ).all()
+        for tenant_id, event_type, payload in rows:
+            implied = _implied_by(str(event_type), json.loads(payload))
+            if implied is None:
+                continue
+            reference, status, refund_facts = implied
+            known = self._implied.setdefault((tenant_id, reference), _Implied())
+            known.raise_to(status, refund_facts)
+
+    def _i8_states_know_processed_facts(self, states: Sequence[Any]) -> list[Violation]:
+        found: list[Violation] = []
+        by_key = {(s.tenant_id, s.reference): s for s in states}
+        for (tenant_id, reference), implied in sorted(self._implied.items()):
+            row = by_key.get((tenant_id, reference))
+            where = f"payment state {reference}"
+            if row is None:
+                found.append(Violation("I8", f"{where}: events were processed, no state stored"))
+                continue
+            state = _StateSnapshot.parse(row.state)
+            if PAYMENT_RANK[state.status] < PAYMENT_RANK[implied.status]:
+                found.append(
+                    Violation(
+                        "I8",
+                        f"{where} is {state.status}; a processed event reported {implied.status}",
+                    )
+                )
+            for refund_id, status in sorted(implied.refunds.items()):
+                known = state.refunds.get(refund_id)
+                if known is None or REFUND_RANK[known[1]] < REFUND_RANK[status]:
+                    found.append(
+                        Violation(
+                            "I8", f"{where}: refund {refund_id} is {known}; an event said {status}"
+                        )
+                    )
         return found
 
     def _i8_states_forward(self, states: Sequence[Any]) -> list[Violation]:

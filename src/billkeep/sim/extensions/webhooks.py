@@ -63,7 +63,8 @@ from billkeep.webhooks.processor import WebhookProcessor
 
 __all__ = ["WebhookExtension"]
 
-DELIVER_WEIGHT = 2.5
+DELIVER_WEIGHT = 4.0
+MAX_DELIVERIES_PER_ACTION = 3  # a burst: several requests in flight at once
 WORKER_WEIGHT = 0.6
 LOOKUP_FAILURE_PROBABILITY = 0.2  # a parked event's gateway lookup, while faults are on
 MAX_RECOVERY_ROUNDS = 60  # deliveries + processor passes per recovery pass, bounded
@@ -79,6 +80,7 @@ class WebhookExtension:
         self.profile = NetworkProfile.draw(world.rng_for("webhooks:profile"))
         self.network = WebhookNetwork(rng, self.profile)
         self.lookup_rng = world.rng_for("webhooks:lookups")
+        self.burst_rng = world.rng_for("webhooks:bursts")
         self.objects = SimGatewayObjects(world.core, self._lookup_fails)
         self.processor = WebhookProcessor(world.db, world.clock, WebhookConfig(), self.objects)
         self.audit = WebhookAudit(world.db, GATEWAY_NAME)
@@ -134,7 +136,8 @@ class WebhookExtension:
         self._reap()
         self._poll()
         undelivered = len(self.network.queue)
-        found = [Violation("webhook", error) for error in self.errors]
+        # The per-step checks once more: recovery moved things no step audit saw.
+        found = self.check_safety()
         final, outcomes = self.audit.check_final(GatewayTruth.load(self.world.core), undelivered)
         for outcome, count in sorted(outcomes.items()):
             self.stats_[f"outcome_{outcome}"] = count
@@ -174,9 +177,11 @@ class WebhookExtension:
         return bool(self.network.acknowledged) or self.stats_["stored"] > 0
 
     def act_deliver(self) -> None:
-        attempt = self.network.next_attempt(self.world.clock.now_ms())
-        assert attempt is not None  # available() said one is ready
-        self._spawn_delivery(attempt)
+        for _ in range(self.burst_rng.randint(1, MAX_DELIVERIES_PER_ACTION)):
+            attempt = self.network.next_attempt(self.world.clock.now_ms())
+            if attempt is None:
+                break
+            self._spawn_delivery(attempt)
 
     def act_worker(self) -> None:
         self._spawn_worker()
