@@ -162,7 +162,8 @@ class WebhookExtension:
                 event.event_id, event.event_type, tenant_id, event.seq, event.body, now_ms
             )
             if self.network.enqueue(delivery, now_ms):
-                self.world.note(f"webhook {event.event_id} delayed until t={delivery.ready_at_ms}")
+                held_ms = delivery.ready_at_ms - now_ms
+                self.world.note(f"webhook {event.event_id} held back {held_ms}ms by the network")
 
     def _lookup_fails(self) -> bool:
         return self.world.faults_on and self.lookup_rng.random() < LOOKUP_FAILURE_PROBABILITY
