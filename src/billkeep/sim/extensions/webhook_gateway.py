@@ -6,7 +6,7 @@ the engine's rows with. Reads go straight to `SimulatorCore`'s store, never thro
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,11 +132,19 @@ class SimGatewayObjects:
     to each of them (as one Stripe account's objects are to its API key). Lookups fail as the
     network says (`fails()` is the extension's seeded draw)."""
 
-    def __init__(self, core: SimulatorCore, fails: Any) -> None:
+    def __init__(
+        self,
+        core: SimulatorCore,
+        fails: Callable[[], bool],
+        yield_point: Callable[[str], None],
+    ) -> None:
         self._core = core
         self._fails = fails
+        self._yield = yield_point
 
     def _retrieve(self, kind: str, object_id: str) -> dict[str, Any] | None:
+        # On the wire (the processor asks outside any transaction): other actors may run here.
+        self._yield(f"gateway:webhook_lookup_{kind}:request")
         if self._fails():
             raise GatewayLookupFailed(f"sim: lookup of {object_id} timed out")
         try:

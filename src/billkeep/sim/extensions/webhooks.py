@@ -81,7 +81,9 @@ class WebhookExtension:
         self.network = WebhookNetwork(rng, self.profile)
         self.lookup_rng = world.rng_for("webhooks:lookups")
         self.burst_rng = world.rng_for("webhooks:bursts")
-        self.objects = SimGatewayObjects(world.core, self._lookup_fails)
+        self.objects = SimGatewayObjects(
+            world.core, self._lookup_fails, world.scheduler.yield_point
+        )
         self.processor = WebhookProcessor(world.db, world.clock, WebhookConfig(), self.objects)
         self.audit = WebhookAudit(world.db, GATEWAY_NAME)
         self.secrets: dict[str, str] = {}
