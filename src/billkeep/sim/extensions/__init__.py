@@ -3,4 +3,6 @@ each of them (see `billkeep.sim.extension.register_extension`), in a fixed order
 
 from __future__ import annotations
 
+from billkeep.sim.extensions import billing as _billing  # noqa: F401  (registers "billing")
+
 __all__: list[str] = []
