@@ -18,13 +18,14 @@ from billkeep.billing import invoicing_pg
 from billkeep.sim.mutations import Mutation, _patch
 from billkeep.storage.database import Database
 
-__all__ = ["INVOICE_UNIQUE"]
+__all__ = ["INVOICE_UNIQUE", "drop_invoice_unique_sqlite"]
 
 CONSTRAINT = "uq_invoices_tenant_id_subscription_id_period_start_ms"
 _TARGETED = "ON CONFLICT (tenant_id, subscription_id, period_start_ms) DO NOTHING"
 
 
-def _drop_sqlite(db: Database) -> None:
+def drop_invoice_unique_sqlite(db: Database) -> None:
+    """Rebuild the SQLite `invoices` table from its own DDL minus the period unique constraint."""
     with db.write() as conn:
         ddl = conn.exec_driver_sql(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'invoices'"
@@ -48,7 +49,7 @@ def _drop_sqlite(db: Database) -> None:
 
 def _invoice_unique(stack: ExitStack, db: Database) -> None:
     if db.dialect == "sqlite":
-        _drop_sqlite(db)
+        drop_invoice_unique_sqlite(db)
         return
     with db.write() as conn:
         conn.exec_driver_sql(f'ALTER TABLE invoices DROP CONSTRAINT "{CONSTRAINT}"')

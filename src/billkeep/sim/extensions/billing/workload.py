@@ -2,9 +2,9 @@
 with seeded faults, billing runs as commands and as the worker's cycle, dunning on the clock.
 
 Setup (no faults): per tenant a `units` metric (sum of the `units` property), one plan (a flat fee
-plus a per-unit price, numbers drawn from the seed), one subscription per customer (plus, on some
+plus a per-unit price, numbers drawn from the seed), a subscription for two of its customers (plus, on some
 seeds, an extra customer whose card always declines), started about one month ago so period 0
-ends within the next hour or two; some are backdated two or three months so several periods are
+ends within 45 minutes; some are backdated two or three months so several periods are
 due at once.
 
 Actions (weighted, interleaved with the core workload at yield points):
@@ -66,7 +66,7 @@ DUNNING_DELAYS_MS = (20 * MINUTE_MS, 60 * MINUTE_MS)
 BILLING_CONFIG = BillingConfig(dunning_delays_ms=DUNNING_DELAYS_MS)
 METRIC = audit.METRIC
 # Period 0 of a subscription ends this long after setup (so it ends during the run).
-PERIOD_END_AFTER_SETUP_MS = (2 * MINUTE_MS, 2 * HOUR_MS)
+PERIOD_END_AFTER_SETUP_MS = (MINUTE_MS, 45 * MINUTE_MS)
 BACKDATED_PROBABILITY = 0.15  # 2 or 3 months back: earlier periods are due at once
 # Subscribed customers per tenant (of the runner's 3), plus sometimes one whose card declines:
 # billing runs are heavier than charges, so few subscriptions (the sweep's time budget).
@@ -86,6 +86,7 @@ CONFLICT_IN_BATCH_PROBABILITY = 0.1
 CONFLICTING_RESEND_PROBABILITY = 0.3
 SAME_KEY_RUN_PROBABILITY = 0.25
 CONFLICTING_RUN_PROBABILITY = 0.05
+OLDEST_SNAPSHOT_PROBABILITY = 0.5
 CLOCK_STEP_MS = (10 * MINUTE_MS, 50 * MINUTE_MS)
 MAX_CLOCK_PER_RUN_MS = 8 * HOUR_MS
 WORKER_INTERVAL_MS = 60_000
@@ -121,10 +122,10 @@ class BillingExtension:
         self.rng = world.rng_for("billing")
         self.stale_rng = world.rng_for("billing-stale")
         profile = world.rng_for("billing-profile")
-        self.stale_probability = 0.0 if profile.random() < 0.4 else profile.uniform(0.2, 0.6)
+        self.stale_probability = 0.0 if profile.random() < 0.3 else profile.uniform(0.3, 0.7)
         self.resend_probability = profile.uniform(0.1, 0.4)
         self.overlap_probability = profile.uniform(0.2, 0.6)
-        self.late_share = profile.uniform(0.2, 0.5)
+        self.late_share = profile.uniform(0.3, 0.6)
         self.facts = BillingFacts(dunning_attempts=len(DUNNING_DELAYS_MS))
         self.batches: list[tuple[str, list[dict[str, Any]]]] = []
         self.snapshots: list[list[Any]] = []
@@ -247,7 +248,11 @@ class BillingExtension:
         if actor is None or actor.name not in self.stale_actors:
             return None
         self.stale_actors.discard(actor.name)  # once: its next read is a fresh one
-        index = self.stale_rng.randrange(len(self.snapshots))
+        # Often the oldest snapshot (setup: every period 0 looks due), else any earlier one.
+        if self.stale_rng.random() < OLDEST_SNAPSHOT_PROBABILITY:
+            index = 0
+        else:
+            index = self.stale_rng.randrange(len(self.snapshots))
         rows = [
             row
             for row in self.snapshots[index]
@@ -287,19 +292,19 @@ class BillingExtension:
         until = self._invoiced_until(tenant_id)
         now_ms = world.clock.now_ms()
         events: list[dict[str, Any]] = []
+        invoiced_subs = [sub for sub in subs if sub.subscription_id in until]
         for _ in range(self.rng.randint(1, MAX_EVENTS_PER_BATCH)):
-            sub = self.rng.choice(subs)
-            invoiced = until.get(sub.subscription_id)
             draw = self.rng.random()
-            if invoiced is not None and draw < self.late_share:
-                timestamp_ms = self.rng.randint(sub.anchor_ms, invoiced[1] - 1)
+            late = bool(invoiced_subs) and draw < self.late_share
+            sub = self.rng.choice(invoiced_subs if late else subs)
+            if late:  # a timestamp in a period already invoiced
+                timestamp_ms = self.rng.randint(sub.anchor_ms, until[sub.subscription_id][1] - 1)
                 self.counts["late_events"] += 1
-                late = True
             elif draw > 1 - FUTURE_PROBABILITY:
-                timestamp_ms, late = now_ms + FUTURE_MS, False
+                timestamp_ms = now_ms + FUTURE_MS
             else:
                 low = max(sub.anchor_ms, now_ms - RECENT_WINDOW_MS)
-                timestamp_ms, late = self.rng.randint(low, now_ms), False
+                timestamp_ms = self.rng.randint(low, now_ms)
             event = {
                 "event_id": f"ev{world.next_number('usage-event'):05d}",
                 "subscription_id": sub.subscription_id,
@@ -309,7 +314,7 @@ class BillingExtension:
             }
             if late:
                 world.note(
-                    f"late usage {event['event_id']} at {timestamp_ms} (invoiced until {invoiced})"
+                    f"late usage {event['event_id']} at {timestamp_ms} (invoiced until {until[sub.subscription_id][1]})"
                 )
             events.append(event)
         if self.rng.random() < SAME_ID_IN_BATCH_PROBABILITY:
