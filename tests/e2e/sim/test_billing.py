@@ -18,10 +18,12 @@ from billkeep.sim.extensions.billing.workload import BillingExtension
 from billkeep.sim.runner import SimOptions, Simulation, _database, run_seed
 from billkeep.storage.tables.billing import invoice_lines, invoices, usage_events
 
-STEPS = 25
+STEPS = 60
 # A seed whose trace has a late usage event, a duplicate batch, overlapping billing runs, a stale
-# subscription read and a dunning retry (the first such seed of a sweep from 0 at 25 steps).
-SHOWCASE_SEED = 26
+# subscription read and a dunning retry (the first such seed of a sweep from 0 at 60 steps).
+SHOWCASE_SEED = 8
+# A seed whose finished run has invoices that counted usage (where defects are planted).
+PLANT_SEED, PLANT_STEPS = 0, 25
 
 
 def test_showcase_seed_drives_every_billing_fault_and_passes() -> None:
@@ -39,9 +41,9 @@ def test_showcase_seed_drives_every_billing_fault_and_passes() -> None:
 
 @pytest.fixture(scope="module")
 def finished() -> Iterator[tuple[Simulation, BillingExtension]]:
-    """A calm-enough seed run to the end, its database kept open for planting defects."""
+    """A seed run to the end, its database kept open for planting defects."""
     with _database(None) as db:
-        sim = Simulation(SimOptions(seed=SHOWCASE_SEED, steps=STEPS), db)
+        sim = Simulation(SimOptions(seed=PLANT_SEED, steps=PLANT_STEPS), db)
         with sim.installed():
             sim.setup()
             violations, _step = sim.run_faulty_phase()

@@ -16,11 +16,11 @@ CAUGHT_BY: dict[str, tuple[int, str]] = {
     "refund_hold": (9, "I7"),
     "idempotency_unique": (2, "I1"),
     "attempt_key": (2, "I11"),
-    "resolve_blind": (12, "I1"),
+    "resolve_blind": (11, "I1"),
     "entry_key": (2, "I3"),
     # Needs the billing extension's stale subscription read (a run sees a period as due that
     # another run invoiced): with the row lock alone, overlapping runs never collide in one process.
-    "invoice_unique": (27, "I6"),
+    "invoice_unique": (23, "I6"),
 }
 
 

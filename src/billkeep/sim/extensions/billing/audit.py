@@ -31,7 +31,6 @@ from billkeep.storage.tables.core import charges, journal_entries, postings
 __all__ = ["BillingRows", "check_final", "check_safety", "expected_invoice"]
 
 METRIC = "units"
-_FINAL_INVOICE = ("paid", "uncollectible")
 
 
 @dataclass(frozen=True)
@@ -333,10 +332,12 @@ def _every_period_invoiced(rows: BillingRows, facts: BillingFacts, now_ms: int) 
 
 
 def _invoices_settled(
-    rows: BillingRows, facts: BillingFacts, gateway: GatewayView
+    rows: BillingRows, facts: BillingFacts, gateway: GatewayView, now_ms: int
 ) -> list[Violation]:
-    """Once faults stop and dunning ran its course: every invoice is paid (by exactly the one
-    gateway payment) or uncollectible after every scheduled attempt declined."""
+    """Once faults stop and recovery ran: no attempt is left pending, and every invoice is paid
+    (by exactly one gateway payment), uncollectible after every allowed attempt declined, or open
+    with its last attempt declined and the next one scheduled (dunning.py: a decline schedules
+    retry n+1 after `dunning_delays_ms[n-1]`, the decline after the last delay ends it)."""
     found: list[Violation] = []
     paid_at_gateway = _gateway_payments_by_invoice(rows, gateway)
     attempts: dict[tuple[str, str], list[Any]] = defaultdict(list)
@@ -344,21 +345,23 @@ def _invoices_settled(
         attempts[(attempt.tenant_id, attempt.invoice_id)].append(attempt)
     for inv in rows.invoices:
         key = (str(inv.tenant_id), str(inv.id))
-        mine = attempts.get(key, [])
+        mine = sorted(attempts.get(key, []), key=lambda a: int(a.attempt_number))
         payments = paid_at_gateway.get(key, [])
-        if inv.status not in _FINAL_INVOICE:
-            found.append(
-                Violation(
-                    "I2",
-                    f"invoice {inv.id} still {inv.status} (next attempt {inv.next_attempt_at_ms})",
-                )
-            )
-        elif inv.status == "uncollectible":
-            if payments:
+        declined = bool(mine) and all(a.status == "failed" for a in mine)
+        if any(a.status == "pending" for a in mine):
+            found.append(Violation("I2", f"invoice {inv.id} has an attempt still pending"))
+        if inv.status == "paid":
+            if len(payments) != 1:
                 found.append(
-                    Violation("I6", f"invoice {inv.id} uncollectible but paid at the gateway")
+                    Violation("I6", f"invoice {inv.id} paid with {len(payments)} gateway payments")
                 )
-            if len(mine) != facts.dunning_attempts + 1 or any(a.status != "failed" for a in mine):
+            continue
+        if payments:
+            found.append(
+                Violation("I6", f"invoice {inv.id} is {inv.status} but paid at the gateway")
+            )
+        if inv.status == "uncollectible":
+            if len(mine) != facts.dunning_attempts + 1 or not declined:
                 found.append(
                     Violation(
                         "I6",
@@ -366,12 +369,21 @@ def _invoices_settled(
                         f"{[(a.attempt_number, a.status) for a in mine]}",
                     )
                 )
-        elif len(payments) != 1:
+        elif not (
+            inv.status == "open"
+            and declined
+            and len(mine) <= facts.dunning_attempts
+            and inv.next_attempt_at_ms is not None
+            and inv.next_attempt_at_ms > now_ms
+        ):
             found.append(
-                Violation("I6", f"invoice {inv.id} paid with {len(payments)} gateway payments")
+                Violation(
+                    "I2",
+                    f"invoice {inv.id} still {inv.status} after attempts "
+                    f"{[(a.attempt_number, a.status) for a in mine]} "
+                    f"(next attempt {inv.next_attempt_at_ms}, now {now_ms})",
+                )
             )
-        if any(a.status == "pending" for a in mine):
-            found.append(Violation("I2", f"invoice {inv.id} has an attempt still pending"))
     return found
 
 
@@ -402,7 +414,7 @@ def check_final(
     rows = BillingRows.load(db)
     found = check_safety(db, gateway, facts)
     found += _every_period_invoiced(rows, facts, now_ms)
-    found += _invoices_settled(rows, facts, gateway)
+    found += _invoices_settled(rows, facts, gateway, now_ms)
     found += _usage_counted_once(rows, facts)
     return sorted(set(found))
 

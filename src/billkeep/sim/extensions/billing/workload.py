@@ -60,18 +60,20 @@ __all__ = ["DUNNING_DELAYS_MS", "BillingExtension"]
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
-# Retries 20 min and 60 min after the 1st and 2nd decline (then uncollectible): the whole schedule
-# fits in a run, far inside the 72 h idempotency-key retention, and costs at most 3 charges.
-DUNNING_DELAYS_MS = (20 * MINUTE_MS, 60 * MINUTE_MS)
+# One retry 30 min after the first decline, then uncollectible: the schedule fits in a run, far
+# inside the 72 h idempotency-key retention, and costs at most 2 charges per invoice (the sweep's
+# budget; the delay table's indexing is covered by tests/integration/billing/test_dunning.py).
+DUNNING_DELAYS_MS = (30 * MINUTE_MS,)
 BILLING_CONFIG = BillingConfig(dunning_delays_ms=DUNNING_DELAYS_MS)
 METRIC = audit.METRIC
 # Period 0 of a subscription ends this long after setup (so it ends during the run).
 PERIOD_END_AFTER_SETUP_MS = (MINUTE_MS, 45 * MINUTE_MS)
-BACKDATED_PROBABILITY = 0.15  # 2 or 3 months back: earlier periods are due at once
-# Subscribed customers per tenant (of the runner's 3), plus sometimes one whose card declines:
-# billing runs are heavier than charges, so few subscriptions (the sweep's time budget).
-SUBSCRIBED_CUSTOMERS = 2
-EXTRA_DECLINING_CUSTOMER_PROBABILITY = 0.25
+BACKDATED_PROBABILITY = 0.1  # 2 or 3 months back: earlier periods are due at once
+# Subscribed customers per tenant (of the runner's 3: 2 in the first tenant, 1 in the others),
+# plus sometimes one whose card declines: billing runs are heavier than charges, so few
+# subscriptions (the sweep's time budget).
+SUBSCRIBED_CUSTOMERS = (2, 1)
+EXTRA_DECLINING_CUSTOMER_PROBABILITY = 0.3
 DECLINING_CARD = "pm_card_chargeDeclined"
 BASE_MINOR = (500, 5_000)
 UNIT_MINOR = (1, 200)
@@ -90,8 +92,10 @@ OLDEST_SNAPSHOT_PROBABILITY = 0.5
 CLOCK_STEP_MS = (10 * MINUTE_MS, 50 * MINUTE_MS)
 MAX_CLOCK_PER_RUN_MS = 8 * HOUR_MS
 WORKER_INTERVAL_MS = 60_000
-# Recovery waits for the next dunning retry or charge lease at most this long per pass.
-MAX_RECOVERY_WAIT_MS = 3 * HOUR_MS
+# Recovery moves the clock for an attempt in flight (its claim lease, a pending outcome's retry),
+# never for a dunning retry: those stay scheduled (a final state the audit accepts), so recovery
+# neither pays for a whole dunning schedule nor lets more periods end.
+MAX_RECOVERY_WAIT_MS = 5 * MINUTE_MS
 
 
 _TOKEN_SQL = """
@@ -106,12 +110,10 @@ SELECT (SELECT count(*) FROM invoices),
   (SELECT count(*) FROM usage_events), (SELECT count(invoice_id) FROM usage_events),
   (SELECT count(*) FROM charges WHERE invoice_id IS NOT NULL),
   (SELECT count(*) FROM charges WHERE invoice_id IS NOT NULL AND status = 'succeeded'),
+  (SELECT count(*) FROM charge_attempts WHERE charge_id IN
+     (SELECT id FROM charges WHERE invoice_id IS NOT NULL)),
   (SELECT count(*) FROM journal_entries WHERE entry_key LIKE 'invoice:%')
 """
-_GATEWAY_TOKEN_SQL = (
-    "SELECT count(*), sum(CASE status WHEN 'succeeded' THEN 1 ELSE 0 END) FROM objects"
-    " WHERE kind = 'payment_intent'"
-)
 
 
 class BillingExtension:
@@ -183,7 +185,8 @@ class BillingExtension:
             )
             plan = SimPlan(plan_id, base, unit, "usd")
             self.facts.plans[tenant_id] = plan
-            customer_ids = sorted(self.rng.sample(world.customers[tenant_id], SUBSCRIBED_CUSTOMERS))
+            wanted = SUBSCRIBED_CUSTOMERS[min(number, len(SUBSCRIBED_CUSTOMERS) - 1)]
+            customer_ids = self.rng.sample(world.customers[tenant_id], wanted)
             if self.rng.random() < EXTRA_DECLINING_CUSTOMER_PROBABILITY:
                 customer_ids.append(
                     self._setup_command(
@@ -521,10 +524,10 @@ class BillingExtension:
 
     def actions(self) -> Sequence[SimAction]:
         return (
-            SimAction("usage_batch", 2.0, lambda: True, self.act_usage_batch),
-            SimAction("usage_resend", 0.7, lambda: bool(self.batches), self.act_usage_resend),
-            SimAction("billing_run", 0.8, lambda: True, self.act_billing_run),
-            SimAction("billing_worker_cycle", 0.5, lambda: True, self.act_worker_cycle),
+            SimAction("usage_batch", 1.2, lambda: True, self.act_usage_batch),
+            SimAction("usage_resend", 0.5, lambda: bool(self.batches), self.act_usage_resend),
+            SimAction("billing_run", 0.6, lambda: True, self.act_billing_run),
+            SimAction("billing_worker_cycle", 0.4, lambda: True, self.act_worker_cycle),
             SimAction(
                 "clock_billing",
                 0.35,
@@ -535,14 +538,13 @@ class BillingExtension:
 
     # --- audit and recovery ----------------------------------------------------------------------
     def _change_token(self) -> tuple[Any, ...]:
-        """A cheap summary of everything the safety audit reads: when it has not changed since
-        the last (clean) audit, the audit would find the same nothing. The final audit always
-        runs in full."""
+        """A cheap summary of the billing rows the safety audit reads: when it has not changed
+        since the last clean audit, the audit is skipped. Gateway payments are left out (every
+        core charge changes them); a payment for an invoice needs an invoice charge row first,
+        which the summary counts. The final audit always runs in full."""
         with self.world.db.read() as conn:
             rows = tuple(conn.exec_driver_sql(_TOKEN_SQL).one())
-        with self.world.core.store.read() as tx:
-            gateway = tuple(tx.conn.execute(_GATEWAY_TOKEN_SQL).fetchone())
-        return (*rows, *gateway, len(self.facts.accepted), len(self.facts.answer_violations))
+        return (*rows, len(self.facts.accepted), len(self.facts.answer_violations))
 
     def check_safety(self) -> list[Violation]:
         token = self._change_token()
@@ -570,15 +572,16 @@ class BillingExtension:
         return None if attempt_at is None else int(attempt_at)
 
     def recover(self) -> bool:
-        """One billing cycle as of now, after the clock reaches the next retry or lease (bounded):
-        once faults stop, dunning must run its course (paid or uncollectible)."""
+        """One billing cycle as of now when a period has ended or an attempt is due within
+        MAX_RECOVERY_WAIT_MS (the clock moves there): once faults stop, every ended period gets
+        its invoice and every attempt in flight its outcome."""
         world = self.world
         now_ms = world.clock.now_ms()
         due_ms = self._next_due_ms(now_ms)
-        if due_ms is None:
+        if due_ms is None or due_ms > now_ms + MAX_RECOVERY_WAIT_MS:
             return False
         if due_ms > now_ms:
-            world.clock.advance(min(due_ms - now_ms + 1, MAX_RECOVERY_WAIT_MS))
+            world.clock.advance(due_ms - now_ms + 1)
         name = f"billing-recovery-{world.next_number('billing-recovery')}"
 
         def body() -> None:
