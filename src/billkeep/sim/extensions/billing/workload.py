@@ -98,7 +98,7 @@ WORKER_INTERVAL_MS = 60_000
 MAX_RECOVERY_WAIT_MS = 5 * MINUTE_MS
 
 
-_TOKEN_SQL = """
+_TOKEN_SQL = sa.text("""
 SELECT (SELECT count(*) FROM invoices),
   (SELECT sum(total_minor + amount_paid_minor + attempt_count) FROM invoices),
   (SELECT sum(CASE status WHEN 'paid' THEN 1 WHEN 'uncollectible' THEN 1000 ELSE 0 END)
@@ -113,7 +113,7 @@ SELECT (SELECT count(*) FROM invoices),
   (SELECT count(*) FROM charge_attempts WHERE charge_id IN
      (SELECT id FROM charges WHERE invoice_id IS NOT NULL)),
   (SELECT count(*) FROM journal_entries WHERE entry_key LIKE 'invoice:%')
-"""
+""")
 
 
 class BillingExtension:
@@ -543,7 +543,7 @@ class BillingExtension:
         core charge changes them); a payment for an invoice needs an invoice charge row first,
         which the summary counts. The final audit always runs in full."""
         with self.world.db.read() as conn:
-            rows = tuple(conn.exec_driver_sql(_TOKEN_SQL).one())
+            rows = tuple(conn.execute(_TOKEN_SQL).one())
         return (*rows, len(self.facts.accepted), len(self.facts.answer_violations))
 
     def check_safety(self) -> list[Violation]:
