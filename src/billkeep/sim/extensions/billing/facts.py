@@ -62,8 +62,6 @@ class BillingFacts:
     plans: dict[str, SimPlan] = field(default_factory=dict)  # tenant -> plan
     subscriptions: dict[tuple[str, str], SimSubscription] = field(default_factory=dict)
     accepted: dict[tuple[str, str], AcceptedEvent] = field(default_factory=dict)
-    # (tenant, event_id) -> (subscription, timestamp, units) of the first send, accepted or not.
-    sent: dict[tuple[str, str], tuple[str, int, int]] = field(default_factory=dict)
     # Answers that differed from what the client model predicted (found when they came back).
     answer_violations: list[tuple[str, str]] = field(default_factory=list)
     dunning_attempts: int = 0  # retries allowed after the first attempt (len(dunning delays))
