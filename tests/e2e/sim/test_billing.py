@@ -130,3 +130,18 @@ def test_an_unclaimed_event_of_an_invoiced_period_is_i9(
         with sim.db.write() as conn:
             conn.execute(usage_events.update().where(key).values(invoice_id=event.invoice_id))
     assert _invariants(extension) == set()
+
+
+# On PostgreSQL, a billing run with a stale read of due subscriptions issued a phantom invoice for
+# a subscription catching up several periods (its insert's rowcount was -1, read as "inserted"):
+# an `invoice:{id}:issued` entry, lines and usage claims for an invoice row that does not exist.
+# These seeds caught it at 25 steps (I3 "posted for a missing invoice"); fixed in invoicing.py.
+PG_REGRESSION_SEEDS = (8, 17)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("seed", PG_REGRESSION_SEEDS)
+def test_stale_billing_read_on_postgresql_issues_no_phantom_invoice(pg_url: str, seed: int) -> None:
+    result = run_seed(SimOptions(seed=seed, steps=25, database_url=pg_url))
+    assert result.ok, [str(v) for v in result.violations]
+    assert result.stats["billing.stale_reads"] >= 1

@@ -272,6 +272,14 @@ def _i9_and_amounts(rows: BillingRows, facts: BillingFacts) -> list[Violation]:
             found.append(
                 Violation("I3", f"invoice {inv.id} total {inv.total_minor}, issued entry {issued}")
             )
+    # Nothing priced or posted for an invoice that does not exist (a phantom issued on a conflict).
+    for tenant_id, invoice_id in sorted(lines):
+        if (tenant_id, invoice_id) not in by_invoice:
+            found.append(Violation("I6", f"invoice lines of a missing invoice {invoice_id}"))
+    for tenant_id, entry_key in sorted(rows.issued):
+        invoice_id = entry_key.removeprefix("invoice:").removesuffix(":issued")
+        if (tenant_id, invoice_id) not in by_invoice:
+            found.append(Violation("I3", f"{entry_key} posted for a missing invoice"))
     sent_units: dict[tuple[str, str], int] = defaultdict(int)
     for accepted in facts.accepted.values():
         sent_units[(accepted.tenant_id, accepted.subscription_id)] += accepted.units
