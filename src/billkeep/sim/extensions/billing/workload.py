@@ -1,8 +1,9 @@
 """The billing extension: plans and subscriptions whose periods end during the run, usage sent
 with seeded faults, billing runs as commands and as the worker's cycle, dunning on the clock.
 
-Setup (no faults): per tenant a `units` metric (sum of the `units` property), one plan (a flat fee
-plus a per-unit price, numbers drawn from the seed), a subscription for two of its customers (plus, on some
+Setup (no faults), in the first tenant (the budget): a `units` metric (sum of the `units`
+property), one plan (a flat fee plus a per-unit price, numbers drawn from the seed), a subscription
+for two of its customers (plus, on some
 seeds, an extra customer whose card always declines), started about one month ago so period 0
 ends within 45 minutes; some are backdated two or three months so several periods are
 due at once.
@@ -69,10 +70,11 @@ METRIC = audit.METRIC
 # Period 0 of a subscription ends this long after setup (so it ends during the run).
 PERIOD_END_AFTER_SETUP_MS = (MINUTE_MS, 45 * MINUTE_MS)
 BACKDATED_PROBABILITY = 0.1  # 2 or 3 months back: earlier periods are due at once
-# Subscribed customers per tenant (of the runner's 3: 2 in the first tenant, 1 in the others),
-# plus sometimes one whose card declines: billing runs are heavier than charges, so few
-# subscriptions (the sweep's time budget).
-SUBSCRIBED_CUSTOMERS = (2, 1)
+# Billing runs are heavier than charges (the sweep's time budget): the first tenant bills, the
+# other keeps the charge workload alone; 2 of its customers subscribe, plus sometimes one whose
+# card declines.
+BILLING_TENANTS = 1
+SUBSCRIBED_CUSTOMERS = 2
 EXTRA_DECLINING_CUSTOMER_PROBABILITY = 0.3
 DECLINING_CARD = "pm_card_chargeDeclined"
 BASE_MINOR = (500, 5_000)
@@ -157,12 +159,16 @@ class BillingExtension:
         assert result.status == 201, result.body_text
         return str(result.body()["id"])
 
+    @property
+    def tenants(self) -> list[str]:
+        return self.world.tenants[:BILLING_TENANTS]
+
     def setup(self) -> None:
         world = self.world
         register_billing(world.bk, BILLING_CONFIG)
         stale.set_reader(self._stale_read)
         now_ms = world.clock.now_ms()
-        for number, tenant_id in enumerate(world.tenants):
+        for number, tenant_id in enumerate(self.tenants):
             self._setup_command(
                 tenant_id,
                 "metric.create",
@@ -185,8 +191,7 @@ class BillingExtension:
             )
             plan = SimPlan(plan_id, base, unit, "usd")
             self.facts.plans[tenant_id] = plan
-            wanted = SUBSCRIBED_CUSTOMERS[min(number, len(SUBSCRIBED_CUSTOMERS) - 1)]
-            customer_ids = self.rng.sample(world.customers[tenant_id], wanted)
+            customer_ids = self.rng.sample(world.customers[tenant_id], SUBSCRIBED_CUSTOMERS)
             if self.rng.random() < EXTRA_DECLINING_CUSTOMER_PROBABILITY:
                 customer_ids.append(
                     self._setup_command(
@@ -290,7 +295,7 @@ class BillingExtension:
 
     def act_usage_batch(self) -> None:
         world = self.world
-        tenant_id = self.rng.choice(world.tenants)
+        tenant_id = self.rng.choice(self.tenants)
         subs = audit.subscriptions_of(self.facts, tenant_id)
         until = self._invoiced_until(tenant_id)
         now_ms = world.clock.now_ms()
@@ -427,7 +432,7 @@ class BillingExtension:
     # --- billing runs ----------------------------------------------------------------------------
     def act_billing_run(self) -> None:
         world = self.world
-        tenant_id = self.rng.choice(world.tenants)
+        tenant_id = self.rng.choice(self.tenants)
         request = {"as_of": _iso(world.clock.now_ms())}
         intent = self._intent(tenant_id, request)
         self.counts["billing_runs"] += 1
