@@ -376,7 +376,12 @@ def _apply_result(
 
 
 def _charge(
-    db: Database, executor: Executor, config: BillingConfig, claim: AttemptClaim, now_ms: int
+    db: Database,
+    executor: Executor,
+    config: BillingConfig,
+    claim: AttemptClaim,
+    now_ms: int,
+    actor: str | None,
 ) -> str:
     try:
         result = executor.execute(
@@ -384,7 +389,7 @@ def _charge(
             CHARGE_OPERATION,
             claim.charge_request(),
             business_key=claim.business_key,
-            actor=None,
+            actor=actor,
         )
     except ValidationFailed as exc:
         # Nothing was recorded (e.g. the customer has no payment method): a failed attempt.
@@ -418,14 +423,16 @@ def collect_due_invoices(
     config: BillingConfig,
     *,
     tenant_id: str | None = None,
+    actor: str | None = None,
 ) -> ChargeTally:
     """Claim one batch of invoices due for an attempt and charge each. `attempted == 0` means
-    nothing due was left unclaimed."""
+    nothing due was left unclaimed. `actor` names who runs the charge commands in their history
+    (the billing run's own actor; None: the executor's default)."""
     claims = db.run_write(lambda conn: claim_collectable(conn, now_ms, config, tenant_id))
     tally = ChargeTally()
     for claim in claims:
         tally.attempted += 1
-        outcome = _charge(db, executor, config, claim, now_ms)
+        outcome = _charge(db, executor, config, claim, now_ms, actor)
         if outcome == "succeeded":
             tally.succeeded += 1
         elif outcome == "failed":

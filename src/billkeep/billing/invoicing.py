@@ -318,8 +318,12 @@ def _create_invoice(
     at once, nothing to post), False when the period already had an invoice."""
     start_ms, end_ms, _complete = period
     invoice_id = new_id("inv", now_ms)
+    # RETURNING, not rowcount: psycopg reports rowcount -1 for this statement, which read as
+    # "inserted" let a run whose read of due subscriptions was stale issue a phantom invoice
+    # (ledger entry, lines, usage claimed) for a period that already had one.
     inserted = conn.execute(
-        insert_ignoring_conflicts(conn.dialect.name, invoices).values(
+        insert_ignoring_conflicts(conn.dialect.name, invoices)
+        .values(
             tenant_id=sub.tenant_id,
             id=invoice_id,
             subscription_id=sub.id,
@@ -339,8 +343,9 @@ def _create_invoice(
             updated_at_ms=now_ms,
             paid_at_ms=None,
         )
-    ).rowcount
-    if inserted == 0:
+        .returning(invoices.c.id)
+    ).first()
+    if inserted is None:
         return False  # the unique (subscription, period_start) says this period is invoiced
     metered = metered_metrics(plan)
     claimed = _claim_usage(conn, sub, metered, end_ms, invoice_id)

@@ -101,6 +101,7 @@ def run_billing(
     *,
     tenant_id: str | None = None,
     run_id: str | None = None,
+    actor: str | None = None,
 ) -> BillingRunResult:
     result = BillingRunResult(as_of_ms)
     invoicing = InvoicingTally()
@@ -113,7 +114,9 @@ def run_billing(
             break
     charging = ChargeTally()
     for _ in range(config.max_rounds_per_run):
-        tally = collect_due_invoices(db, executor, clock.now_ms(), config, tenant_id=tenant_id)
+        tally = collect_due_invoices(
+            db, executor, clock.now_ms(), config, tenant_id=tenant_id, actor=actor
+        )
         charging.add(tally)
         if tally.attempted == 0:
             break
@@ -134,9 +137,11 @@ def run_billing_cycle(
     config: BillingConfig | None = None,
     *,
     tenant_id: str | None = None,
+    actor: str | None = None,
 ) -> BillingRunResult:
     """Invoice every subscription period ending at or before `as_of_ms` (all tenants unless one is
-    given), then attempt every invoice charge that is due by the Billkeep's clock."""
+    given), then attempt every invoice charge that is due by the Billkeep's clock. `actor` is
+    recorded as who ran the charge commands (None: the executor's default)."""
     return run_billing(
         billkeep.db,
         billkeep.executor,
@@ -144,6 +149,7 @@ def run_billing_cycle(
         as_of_ms,
         config or BillingConfig(),
         tenant_id=tenant_id,
+        actor=actor,
     )
 
 
@@ -155,10 +161,12 @@ class BillingWorkerHook:
         billkeep: Billkeep,
         config: BillingConfig | None = None,
         interval_ms: int = DEFAULT_BILLING_INTERVAL_MS,
+        actor: str | None = None,
     ) -> None:
         self.billkeep = billkeep
         self.config = config or BillingConfig()
         self.interval_ms = interval_ms
+        self.actor = actor
         self._last_ms: int | None = None
 
     def __call__(self) -> BillingRunResult | None:
@@ -166,7 +174,7 @@ class BillingWorkerHook:
         if self._last_ms is not None and now_ms - self._last_ms < self.interval_ms:
             return None
         self._last_ms = now_ms
-        result = run_billing_cycle(self.billkeep, now_ms, self.config)
+        result = run_billing_cycle(self.billkeep, now_ms, self.config, actor=self.actor)
         if result.invoices_created or result.charges_attempted:
             logger.info("billing cycle: %s", result.as_dict())
         return result
@@ -261,6 +269,7 @@ class CreateBillingRun:
             self.config,
             tenant_id=ctx.tenant_id,
             run_id=ctx.resource_id,
+            actor=ctx.actor,  # its charges are written by whoever runs (or resumed) the run
         )
 
     def _finish(self, ctx: StepContext, conn: Connection, result: BillingRunResult) -> Transition:

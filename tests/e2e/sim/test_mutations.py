@@ -19,6 +19,9 @@ CAUGHT_BY: dict[str, tuple[int, str]] = {
     "resolve_blind": (11, "I1"),
     "entry_key": (2, "I3"),
     "stale_event": (2, "I8"),
+    # Needs the billing extension's stale subscription read (a run sees a period as due that
+    # another run invoiced): with the row lock alone, overlapping runs never collide in one process.
+    "invoice_unique": (8, "I6"),
 }
 
 

@@ -121,3 +121,27 @@ def test_custom_schedule_is_honoured(bk: Billkeep, tenant: str, clock: ManualClo
     [invoice] = invoice_rows(bk, tenant)
     assert (invoice.status, invoice.attempt_count) == ("uncollectible", 2)
     assert iso(FEB_1)  # the helper stays importable for readers adapting this test
+
+
+def test_a_cycle_records_who_ran_its_charges(
+    bk: Billkeep, tenant: str, clock: ManualClock, gateway: FakeGateway
+) -> None:
+    """The charge commands a billing cycle runs name the cycle's actor in their history (a run
+    resumed by a worker names that worker), not a host/pid default."""
+    _declining_subscription(bk, tenant)
+    clock.set(FEB_1)
+    run_billing_cycle(bk, FEB_1, tenant_id=tenant, actor="billing-cycle-7")
+    with bk.db.read() as conn:
+        actors = set(
+            conn.execute(
+                sa.text(
+                    "SELECT t.actor FROM command_transitions t JOIN commands c"
+                    " ON c.tenant_id = t.tenant_id AND c.id = t.command_id"
+                    " WHERE c.tenant_id = :t AND c.business_key IS NOT NULL"
+                ),
+                {"t": tenant},
+            )
+            .scalars()
+            .all()
+        )
+    assert actors == {"billing-cycle-7"}
