@@ -4,3 +4,5 @@ each of them (see `billkeep.sim.extension.register_extension`), in a fixed order
 from __future__ import annotations
 
 __all__: list[str] = []
+
+from billkeep.sim.extensions import reconciliation as _reconciliation  # noqa: F401
