@@ -18,6 +18,7 @@ CAUGHT_BY: dict[str, tuple[int, str]] = {
     "attempt_key": (2, "I11"),
     "resolve_blind": (11, "I1"),
     "entry_key": (2, "I3"),
+    "run_restart": (30, "I4"),
 }
 
 

@@ -7,7 +7,10 @@ After every step:
   entries; each `fee:`/`dispute:` entry names a gateway balance transaction / dispute of that
   amount, currency and tenant, and a charge carries at most one fee entry (I3);
 - no posted entry ever changes or disappears (a heal never rewrites money already recorded);
-- every reconciliation run a client was told of is recorded, with its command (I11).
+- every reconciliation run a client was told of is recorded, with its command (I11);
+- a completed run reports each record once (a resumed run starts its window over instead of
+  adding to what it found before), and a `duplicate` break names a command the gateway really
+  paid more than once (I1's evidence, not an artefact of the run).
 
 At the end (I4, "after reconciliation with healing, the ledger and the gateway agree"), per
 tenant and currency: the clearing account = the gateway's succeeded payments made by billkeep
@@ -117,7 +120,7 @@ class LedgerRows:
     breaks: list[Any]
 
     @classmethod
-    def load(cls, db: Database, *, with_breaks: bool = False) -> LedgerRows:
+    def load(cls, db: Database) -> LedgerRows:
         with db.read() as conn:
             entry_rows = conn.execute(
                 sa.select(
@@ -144,8 +147,12 @@ class LedgerRows:
                 )
             ).all()
             runs = conn.execute(sa.select(reconciliation_runs)).all()
-            breaks = (
-                list(conn.execute(sa.select(reconciliation_breaks)).all()) if with_breaks else []
+            breaks = list(
+                conn.execute(
+                    sa.select(reconciliation_breaks).order_by(
+                        reconciliation_breaks.c.tenant_id, reconciliation_breaks.c.id
+                    )
+                ).all()
             )
         entries = {(t, i): (str(k), r) for t, i, k, r in entry_rows}
         by_entry: dict[tuple[str, str], list[tuple[str, str, int, str]]] = defaultdict(list)
@@ -225,6 +232,7 @@ def step_violations(
         if current.get(entry) != before:
             found.append(Violation("I3", f"entry {before[0]} of {entry[0]} changed or vanished"))
     seen_entries.update(current)
+    found += _run_reports(ledger, gateway)
     # A run a client was told of exists, for that command (recorded before acknowledged).
     for intent in intents:
         for obs in intent.observations:
@@ -236,6 +244,40 @@ def step_violations(
                 found.append(
                     Violation("I11", f"intent {intent.number} told of run {body['id']}: {run}")
                 )
+    return found
+
+
+def _run_reports(ledger: LedgerRows, gateway: GatewayFacts) -> list[Violation]:
+    found: list[Violation] = []
+    reported: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+    for row in ledger.breaks:
+        run = ledger.runs.get((row.tenant_id, row.run_id))
+        if run is None or run.status != "completed":
+            continue  # a run still going (or to be resumed) may be half written
+        record = (row.gateway_reference or "", row.resource_id or "", str(row.expected))
+        reported[(row.tenant_id, row.run_id, *record)] += 1
+        if row.type == "duplicate":
+            paid = [
+                pi
+                for pi, (owner, command, _a, _c, status, _ch) in gateway.payments.items()
+                if owner == row.tenant_id and command == row.match_key and status == "succeeded"
+            ]
+            if len(paid) < 2:
+                found.append(
+                    Violation(
+                        "I4",
+                        f"run {row.run_id} reports {row.gateway_reference} as a duplicate payment"
+                        f" of {row.match_key}; the gateway has {paid}",
+                    )
+                )
+    for (tenant, run_id, reference, resource, _expected), count in sorted(reported.items()):
+        if count > 1:
+            found.append(
+                Violation(
+                    "I4",
+                    f"{tenant}: run {run_id} reports {reference or resource} {count} times",
+                )
+            )
     return found
 
 

@@ -166,7 +166,7 @@ class ReconciliationExtension:
         return True
 
     def check_final(self) -> list[Violation]:
-        ledger = LedgerRows.load(self.world.db, with_breaks=True)
+        ledger = LedgerRows.load(self.world.db)
         gateway = GatewayFacts.load(self.world.core)
         found = step_violations(ledger, gateway, self.seen_entries, self.intents)
         return found + final_violations(ledger, gateway, self.final_runs)
