@@ -19,6 +19,7 @@ CAUGHT_BY: dict[str, tuple[int, str]] = {
     "resolve_blind": (11, "I1"),
     "entry_key": (2, "I3"),
     "run_restart": (30, "I4"),
+    "fee_known": (0, "I4"),
 }
 
 
