@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from billkeep.sim.extensions.reconciliation.audit import (
     LedgerRows,
     expected_clearing,
     ledger_clearing,
+    step_violations,
 )
 from billkeep.sim.extensions.reconciliation.extension import ReconciliationExtension
 from billkeep.sim.runner import SimOptions, Simulation, _database, run_seed
@@ -164,3 +166,56 @@ def test_money_leaving_at_the_gateway_is_the_known_gap(monkeypatch: pytest.Monke
         assert payment not in left_open  # the refunded payment "matches": no break says otherwise
         found = extension.check_final()
         assert any(v.invariant == "I4" and f"clearing {currency}" in v.detail for v in found)
+
+
+# --- the step audit on hand-made rows (fast) -----------------------------------------------------
+def _facts() -> GatewayFacts:
+    return GatewayFacts(
+        payments={"pi_1": ("t1", "cmd_1", 1000, "usd", "succeeded", "ch_1")},
+        refunds={},
+        disputes={},
+        fees={"txn_1": ("t1", 59, "usd", "ch_1")},
+    )
+
+
+def _ledger(*entries: tuple[str, str, int]) -> LedgerRows:
+    """Posted entries (entry id, key, amount): each debits an expense and credits clearing."""
+    return LedgerRows(
+        entries={("t1", entry_id): (key, "charge_1") for entry_id, key, _amount in entries},
+        postings={
+            ("t1", entry_id): [
+                ("expense:gateway_fees", "debit", amount, "usd"),
+                ("gateway_clearing:sim", "credit", amount, "usd"),
+            ]
+            for entry_id, _key, amount in entries
+        },
+        runs={},
+        breaks=[],
+    )
+
+
+def test_step_audit_accepts_a_fee_posted_once_under_its_fact() -> None:
+    assert step_violations(_ledger(("e1", "fee:txn_1", 59)), _facts(), {}, []) == []
+
+
+@pytest.mark.parametrize(
+    ("entries", "needle"),
+    [
+        ((("e1", "fee:txn_1:rec_9", 59),), "names no business fact"),  # a run-scoped key
+        ((("e1", "fee:txn_1", 60),), "posted 60 usd"),  # not the gateway's fee
+        ((("e1", "fee:txn_1", 59), ("e2", "fee:txn_2", 59)), "has fee entries"),  # twice
+        ((("e1", "dispute:dp_1", 10),), "dispute:dp_1 posted"),  # no such dispute
+    ],
+)
+def test_step_audit_flags_a_fact_posted_wrong(
+    entries: tuple[tuple[str, str, int], ...], needle: str
+) -> None:
+    found = step_violations(_ledger(*entries), _facts(), {}, [])
+    assert any(needle in v.detail for v in found), found
+
+
+def test_step_audit_flags_posted_money_that_changes() -> None:
+    seen: dict[tuple[str, str], Any] = {}
+    assert step_violations(_ledger(("e1", "fee:txn_1", 59)), _facts(), seen, []) == []
+    found = step_violations(_ledger(), _facts(), seen, [])
+    assert any("changed or vanished" in v.detail for v in found), found
