@@ -169,6 +169,13 @@ class ReconciliationExtension:
         ledger = LedgerRows.load(self.world.db)
         gateway = GatewayFacts.load(self.world.core)
         found = step_violations(ledger, gateway, self.seen_entries, self.intents)
+        for row in ledger.breaks:
+            for resolution in (row.resolution or "unresolved").split(","):
+                what = (
+                    f"breaks_{row.type}_{resolution}" if not row.healed else f"heals_{resolution}"
+                )
+                self.counts[what] = self.counts.get(what, 0) + 1
+        self.counts["runs_completed"] = sum(r.status == "completed" for r in ledger.runs.values())
         return found + final_violations(ledger, gateway, self.final_runs)
 
     def stats(self) -> dict[str, int]:
