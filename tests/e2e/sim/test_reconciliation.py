@@ -21,7 +21,7 @@ from billkeep.sim.extensions.reconciliation.audit import (
     step_violations,
 )
 from billkeep.sim.extensions.reconciliation.extension import ReconciliationExtension
-from billkeep.sim.runner import SimOptions, Simulation, _database, run_seed
+from billkeep.sim.runner import ALL_EXTENSIONS, SimOptions, Simulation, _database, run_seed
 from billkeep.storage.tables.core import charges
 from billkeep.storage.tables.reconciliation import reconciliation_breaks, reconciliation_runs
 
@@ -231,3 +231,20 @@ def test_a_seed_replays_identically_on_postgresql(pg_url: str) -> None:
     assert first.ok, [str(v) for v in first.violations]
     assert first.trace == second.trace
     assert (first.db_digest, first.gateway_digest) == (second.db_digest, second.gateway_digest)
+
+
+@pytest.mark.skipif(
+    reconciliation_extension.LEARNS_MONEY_OUT not in ALL_EXTENSIONS,
+    reason="dashboard refunds and disputes are drawn only when webhooks learn them",
+)
+def test_money_leaving_at_the_gateway_is_learned_and_audited() -> None:
+    """With the webhook extension in the run: seeds draw dashboard refunds and disputes, and the
+    whole-account I4 check (refunds and disputes included) passes on every one of them."""
+    both = []
+    for seed in range(40):
+        result = run_seed(SimOptions(seed=seed, steps=40))
+        assert result.ok, (seed, [str(v) for v in result.violations])
+        stats = result.stats
+        if stats["reconciliation.dashboard_refunds"] and stats["reconciliation.disputes"]:
+            both.append(seed)
+    assert both, "no seed in 0-39 drew a dashboard refund and a dispute"
