@@ -80,6 +80,7 @@ class ReconciliationExtension:
             world.rng_for("reconciliation:reads"),
             READ_FAILURE_PROBABILITY if world.profile.lookup_failure_probability > 0 else 0.0,
             world.profile.max_latency_ms,
+            lambda: world.faults_on,
         )
         if money_out is None:
             options = getattr(world, "options", None)
@@ -144,7 +145,6 @@ class ReconciliationExtension:
         return step_violations(ledger, gateway, self.seen_entries, self.intents)
 
     def recover(self) -> bool:
-        self.read_faults.enabled = False
         if self.final_done:
             return False
         self.final_done = True

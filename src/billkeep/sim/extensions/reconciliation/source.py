@@ -41,24 +41,24 @@ SOURCE_PAGE_SIZE = 4
 
 @dataclass
 class ReadFaults:
-    """Seeded faults on the listing reads (`enabled` is switched off when faults stop)."""
+    """Seeded faults on the listing reads, while the simulation's faults are on."""
 
     rng: random.Random
     failure_probability: float
     max_latency_ms: int
-    enabled: bool = True
+    active: Callable[[], bool]  # off for recovery and the final runs
     log: list[str] = field(default_factory=list)
 
     def fails(self, what: str) -> bool:
-        if not self.enabled or self.rng.random() >= self.failure_probability:
+        if not self.active() or self.rng.random() >= self.failure_probability:
             return False
         self.log.append(what)
         return True
 
     def latency_ms(self) -> int:
-        return (
-            self.rng.randint(0, self.max_latency_ms) if self.enabled and self.max_latency_ms else 0
-        )
+        if not self.active() or not self.max_latency_ms:
+            return 0
+        return self.rng.randint(0, self.max_latency_ms)
 
 
 def tenant_objects(core: SimulatorCore, tenant_id: str) -> tuple[list[Any], list[Any]]:
