@@ -21,6 +21,7 @@ from billkeep.engine.operations.validation import (
 )
 
 __all__ = [
+    "RFC3339_PATTERN",
     "Account",
     "AccountBalance",
     "AccountList",
@@ -52,6 +53,8 @@ Currency = Field(pattern=r"^[a-z]{3}$", description="Lowercase ISO 4217 code, e.
 Reference = Field(min_length=1, max_length=MAX_REFERENCE_LENGTH)
 Metadata = Field(default=None, max_length=MAX_METADATA_PAIRS, description="Up to 50 string pairs.")
 Timestamp = Field(description="RFC 3339, UTC.")
+# What request times must look like: RFC 3339 with an explicit offset.
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 MetadataMap = dict[
     Annotated[str, StringConstraints(min_length=1, max_length=MAX_METADATA_KEY_LENGTH)],
     Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_LENGTH)],

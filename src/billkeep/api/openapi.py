@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 
 from billkeep.api.models import Problem
 
-__all__ = ["command_route", "install_openapi", "read_route", "schema_ref"]
+__all__ = ["body_route", "command_route", "install_openapi", "read_route", "schema_ref"]
 
 _REF_TEMPLATE = "#/components/schemas/{model}"
 _registered: dict[str, type[BaseModel]] = {}
@@ -87,6 +87,29 @@ def command_route(
                 "content": {"application/json": {"schema": schema_ref(request_model)}},
             },
             "x-billkeep-command": True,
+        },
+    }
+
+
+def body_route(
+    request_model: type[BaseModel],
+    ok: dict[int, type[BaseModel]],
+    problems: Iterable[int],
+    *,
+    summary: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of `router.post(...)` for a POST with a JSON body that is not an engine
+    command (no Idempotency-Key): every problem status it can answer is listed by the caller."""
+    return {
+        "status_code": min(ok),
+        "response_model": None,
+        "responses": _responses(ok, problems),
+        "summary": summary,
+        "openapi_extra": {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": schema_ref(request_model)}},
+            }
         },
     }
 

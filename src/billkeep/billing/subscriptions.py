@@ -55,6 +55,16 @@ def billable_period(
     return start_ms, ended_at_ms, False
 
 
+def _first_period_in_calendar(start_ms: int, plan: Plan) -> bool:
+    """Whether the trial and the first period of a subscription starting at `start_ms` end inside
+    the supported calendar (else creating it would fail on every resume instead of refusing it)."""
+    try:
+        billable_period(billing_anchor_ms(start_ms, plan.trial_days), plan, 0, None)
+    except ValueError:
+        return False
+    return True
+
+
 def load_subscription(
     conn: Connection, tenant_id: str, subscription_id: str, *, lock: bool = False
 ) -> Any:
@@ -113,9 +123,15 @@ class CreateSubscription:
         ).first()
         errors = [] if customer is not None else [FieldError("customer_id", "no such customer")]
         try:
-            load_plan(conn, tenant_id, request["plan_id"])
+            plan = load_plan(conn, tenant_id, request["plan_id"]).plan
         except NotFound:
             errors.append(FieldError("plan_id", "no such plan"))
+        else:
+            start_ms = request["start_at_ms"]
+            if start_ms is not None and not _first_period_in_calendar(start_ms, plan):
+                errors.append(
+                    FieldError("start_at", "its trial or first period ends after the year 9999")
+                )
         if errors:
             raise ValidationFailed(errors)
 

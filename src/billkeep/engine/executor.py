@@ -29,11 +29,11 @@ from billkeep.domain.errors import (
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
     LeaseLost,
-    ValidationFailed,
 )
 from billkeep.domain.fingerprint import canonical_json, fingerprint, validate_idempotency_key
 from billkeep.engine import command_store as store
 from billkeep.engine.crashpoints import crashpoint
+from billkeep.engine.problems import problem_from_error
 from billkeep.engine.steps import (
     Advance,
     EngineServices,
@@ -52,6 +52,7 @@ logger = logging.getLogger("billkeep.engine")
 
 MAX_CLAIM_RACES = 5
 MAX_STEPS_PER_RUN = 32  # a command with more phases than this is a bug (a loop between points)
+_MAX_REFUSAL_DETAIL_CHARS = 2_000  # of a refusal's message kept in the command's history
 
 
 def default_actor(role: str) -> str:
@@ -276,12 +277,13 @@ class Executor:
             crashpoint(f"{op.name}:{point}:before")
             try:
                 result = self._run_step(ctx, step)
-            except (LeaseLost, ValidationFailed):
+            except LeaseLost:
                 raise
             except BillkeepError as exc:
                 if exc.status >= 500:
                     self._release_after_error(ctx, exc)
-                raise
+                    raise
+                return self._reject_after_refusal(ctx, exc)
             except Exception as exc:
                 self._release_after_error(ctx, exc)
                 raise CommandIncomplete(f"{type(exc).__name__}: {exc}", ctx.command_id) from exc
@@ -402,6 +404,21 @@ class Executor:
             key_expires_at_ms=None,
             retry_after_ms=result.retry_after_ms,
         )
+
+    def _reject_after_refusal(self, ctx: StepContext, exc: BillkeepError) -> CommandResult:
+        """A step raised a refusal (4xx) instead of returning a Finish: the command is recorded,
+        so the refusal is its final answer all the same. Stored, it is what every retry replays,
+        and no worker re-runs a step that would refuse again forever (I2, I5)."""
+        assert exc.status < 500, "only refusals are final; errors leave the command to resume"
+        refusal = Finish(
+            CommandState.REJECTED,
+            exc.status,
+            problem_from_error(exc),
+            detail=f"{exc.code}: {exc.detail}"[:_MAX_REFUSAL_DETAIL_CHARS],
+        )
+        result = self.services.db.run_write(lambda conn: self._commit(ctx, conn, refusal))
+        assert isinstance(result, CommandResult) and result.final, "a Finish ends the command"
+        return result
 
     def _release_after_error(self, ctx: StepContext, exc: BaseException) -> None:
         """Leave the command non-final and unleased, so a retry or the worker resumes it."""

@@ -216,8 +216,12 @@ def post_entry(
     account_ids = _account_ids(conn, tenant_id, specs, now_ms)
     _lock_accounts(conn, tenant_id, account_ids)
     entry_id = new_id("je", now_ms)
-    conn.execute(
-        journal_entries.insert().values(
+    # ON CONFLICT DO NOTHING: a concurrent transaction may have committed the same key after the
+    # read above (READ COMMITTED on PostgreSQL). The unique key decides; the loser returns the
+    # winner's entry like any repeat instead of failing with a unique violation.
+    inserted = conn.execute(
+        insert_ignoring_conflicts(conn.dialect.name, journal_entries)
+        .values(
             tenant_id=tenant_id,
             id=entry_id,
             entry_key=entry_key,
@@ -232,7 +236,15 @@ def post_entry(
             if pending and pending_timeout_ms
             else None,
         )
-    )
+        .returning(journal_entries.c.id)
+    ).first()
+    if inserted is None:
+        winner = _existing(conn, tenant_id, entry_key)
+        if winner is None:  # the other unique key: this entry was reversed meanwhile
+            assert reverses is not None, f"entry_key {entry_key!r} conflicted but is not visible"
+            raise Conflict(f"entry {reverses} is already reversed")
+        _check_same(conn, tenant_id, winner, description, specs, pending, resource_id)
+        return PostedEntry(str(winner.id), entry_key, created=False)
     conn.execute(
         postings.insert(),
         [
@@ -334,12 +346,20 @@ def reverse_entry(
     description: str,
     now_ms: int,
 ) -> PostedEntry:
-    """A correcting entry with every posting of a posted entry swapped; idempotent by reversal_key."""
+    """A correcting entry with every posting of a posted entry swapped; idempotent by reversal_key.
+    An entry is reversed once: another reversal key is refused (unique (tenant_id, reverses))."""
     row = _existing(conn, tenant_id, entry_key)
     if row is None:
         raise NotFound(f"no journal entry with key {entry_key!r}")
     if row.state != EntryState.POSTED.value:
         raise Conflict("only posted entries can be reversed")
+    earlier = conn.execute(
+        sa.select(journal_entries.c.entry_key).where(
+            journal_entries.c.tenant_id == tenant_id, journal_entries.c.reverses == row.id
+        )
+    ).scalar_one_or_none()
+    if earlier is not None and earlier != reversal_key:
+        raise Conflict(f"entry {entry_key!r} is already reversed by {earlier!r}")
     stored = conn.execute(
         sa.select(
             accounts.c.code,

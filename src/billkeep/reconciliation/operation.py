@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 from billkeep.domain.clock import ms_to_rfc3339, rfc3339_to_ms
 from billkeep.domain.commands import CommandState
 from billkeep.domain.errors import FieldError, ValidationFailed
+from billkeep.domain.periods import MAX_TIME_MS, MIN_TIME_MS
 from billkeep.engine.operations.validation import check_unknown_fields
 from billkeep.engine.steps import (
     Advance,
@@ -28,6 +29,7 @@ from billkeep.engine.steps import (
     StepContext,
     Transition,
 )
+from billkeep.gateways.protocol import GatewayDirectory
 from billkeep.reconciliation.runner import ReconciliationConfig, ReconciliationRunner
 from billkeep.reconciliation.sources import SourceFactory
 from billkeep.reconciliation.views import get_run
@@ -43,18 +45,30 @@ def _parse_time(request: Mapping[str, Any], field: str, errors: list[FieldError]
         errors.append(FieldError(field, "required: an RFC 3339 time"))
         return None
     try:
-        return rfc3339_to_ms(value)
+        parsed = rfc3339_to_ms(value)
     except ValueError as exc:
         errors.append(FieldError(field, f"not an RFC 3339 time: {exc}"))
         return None
+    # Outside it the canonical request cannot be written back as RFC 3339 (a year-1 time renders
+    # as "1-01-01..."), and the recorded command then failed on every resume.
+    if not MIN_TIME_MS <= parsed <= MAX_TIME_MS:
+        errors.append(FieldError(field, "is outside the supported calendar (1970..9999)"))
+        return None
+    return parsed
 
 
 class CreateReconciliation:
     name = OPERATION
 
-    def __init__(self, sources: SourceFactory, config: ReconciliationConfig | None = None) -> None:
+    def __init__(
+        self,
+        sources: SourceFactory,
+        config: ReconciliationConfig | None = None,
+        gateways: GatewayDirectory | None = None,
+    ) -> None:
         self.sources = sources
         self.config = config or ReconciliationConfig()
+        self.gateways = gateways  # to name the tenant's default gateway before recording
 
     def validate(self, request: Mapping[str, Any]) -> dict[str, Any]:
         check_unknown_fields(request, {"gateway_id", "from", "to"})
@@ -82,7 +96,14 @@ class CreateReconciliation:
         }
 
     def precheck(self, conn: Connection, tenant_id: str, request: Mapping[str, Any]) -> None:
-        return None
+        """No such gateway (or no configured default): 404 with nothing recorded. Found only
+        later, in the run step, the NotFound left the command running and its run row
+        `running` for ever, every retry and worker pass failing the same way."""
+        gateway_id = request["gateway_id"]
+        if gateway_id is None and self.gateways is not None:
+            gateway_id = self.gateways.default_gateway_id(tenant_id, conn)
+        if gateway_id is not None:
+            self.sources(tenant_id, gateway_id)  # raises NotFound
 
     def steps(self) -> Mapping[str, Step]:
         return {
@@ -124,4 +145,4 @@ def install(
     billkeep: Any, sources: SourceFactory, config: ReconciliationConfig | None = None
 ) -> None:
     """Register `reconciliation.create` on a Billkeep (idempotent)."""
-    billkeep.register(CreateReconciliation(sources, config))
+    billkeep.register(CreateReconciliation(sources, config, billkeep.services.gateways))

@@ -68,9 +68,12 @@ class Received:
 def parse_event(body: bytes) -> dict[str, Any]:
     """The event envelope, checked for what the inbox needs (an id and a type)."""
     try:
-        event = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookPayloadInvalid(f"body is not JSON: {exc}") from exc
+        # Decoded as UTF-8 first: json.loads(bytes) would also accept UTF-16/32, which the inbox
+        # (it stores the body as UTF-8 text) could then not store. Deep nesting is refused, not
+        # a RecursionError.
+        event = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise WebhookPayloadInvalid(f"body is not UTF-8 JSON: {exc}") from None
     if not isinstance(event, dict):
         raise WebhookPayloadInvalid("event must be a JSON object")
     event_id, event_type = event.get("id"), event.get("type")

@@ -37,3 +37,7 @@ def test_bounded_sweep_finds_no_violation() -> None:
     assert sum(r.stats["gateway_faults"] for r in results) > 0
     assert sum(r.stats["refunds"] for r in results) > 0
     assert all(r.stats["audits"] >= SWEEP_STEPS for r in results)
+    # Webhooks were delivered through every kind of network trouble, and some taught billkeep first.
+    for counter in ("reordered", "duplicated", "dropped", "ack_lost", "receive_duplicate"):
+        assert sum(r.stats.get(f"webhooks.{counter}", 0) for r in results) > 0, counter
+    assert sum(r.stats.get("webhooks.outcome_applied", 0) for r in results) > 0

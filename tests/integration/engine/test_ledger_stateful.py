@@ -394,10 +394,17 @@ class LedgerMachine(RuleBasedStateMachine):
             self.model.resolve(entry, EntryState.EXPIRED, 0)
 
     # --- rules: reversals ----------------------------------------------------------------------
-    @precondition(lambda self: bool(self.model.keys(state=EntryState.POSTED)))
+    def _unreversed_posted(self) -> list[str]:
+        return [
+            k
+            for k in self.model.keys(state=EntryState.POSTED)
+            if not self.model.entries[k].reversals
+        ]
+
+    @precondition(lambda self: bool(self._unreversed_posted()))
     @rule(data=st.data())
     def reverse_posted(self, data: st.DataObject) -> None:
-        keys = self.model.keys(state=EntryState.POSTED)
+        keys = self._unreversed_posted()
         entry = self.model.entries[data.draw(st.sampled_from(keys), label="key")]
         key = self.new_key()
         with self.write() as conn:
@@ -441,6 +448,16 @@ class LedgerMachine(RuleBasedStateMachine):
                 conn, self.tenant_id, entry.key, reversal_key, f"reverse {entry.key}", self.now_ms
             )
         assert (again.id, again.created) == (entry.reversals[reversal_key], False)
+
+    @precondition(lambda self: any(e.reversals for e in self.model.entries.values()))
+    @rule(data=st.data())
+    def second_reversal_under_another_key_is_refused(self, data: st.DataObject) -> None:
+        keys = sorted(k for k, e in self.model.entries.items() if e.reversals)
+        entry = self.model.entries[data.draw(st.sampled_from(keys), label="key")]
+        with pytest.raises(Conflict), self.write() as conn:
+            ledger.reverse_entry(
+                conn, self.tenant_id, entry.key, self.new_key(), "again", self.now_ms
+            )
 
     @precondition(
         lambda self: any(e.state is not EntryState.POSTED for e in self.model.entries.values())

@@ -167,3 +167,18 @@ def test_reconciliation_api_create_get_and_breaks(env: WebhookEnv, client: TestC
         ("missing_in_ledger", "pi_outside", False)
     ]
     assert client.post("/v1/reconciliations", json=body, headers=auth).status_code == 400  # no key
+
+
+def test_signed_bodies_that_are_not_storable_json_are_400(
+    env: WebhookEnv, client: TestClient
+) -> None:
+    """A correctly signed body that is UTF-16 JSON or nested too deeply to parse is refused as
+    webhook_payload_invalid with nothing stored (both used to escape as a 500)."""
+    event = {"id": "evt_encoding", "type": "payment_intent.succeeded"}
+    for body in (
+        json.dumps(event).encode("utf-16"),
+        b'{"id": "evt_deep", "type": "x", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ):
+        status, answer = _post(client, body, sign_header(body, [SECRET], _now_s(env)))
+        assert (status, answer["code"]) == (400, "webhook_payload_invalid"), answer
+    assert _stored(env) == 0

@@ -245,3 +245,39 @@ def test_refund_of_a_billkeep_refund_command_settles_it(env: WebhookEnv, fake_ga
     snapshot = local_snapshot(bk.db, tenant_id)
     assert snapshot["external_refunds"] == []
     assert PaymentStatus.SUCCEEDED.value in snapshot["states"][0][1]
+
+
+def test_stale_refund_event_after_a_later_one_changes_nothing(env: WebhookEnv) -> None:
+    """The refund half of the stale rule, through the inbox: once a refund is known succeeded, a
+    late `failed`/`canceled` report of it is stale and a late `pending` one is implied; nothing
+    changes (state, charge, ledger). Reports in the other order end in the same place."""
+    factory = EventFactory("pi_refund", AMOUNT)
+    late_first = env.add_tenant("lower reports first")
+    lower = [
+        factory.refund("e_failed", "re_1", 300, "failed", "refund.updated"),
+        factory.refund("e_canceled", "re_1", 300, "canceled", "refund.updated"),
+        factory.refund("e_pending", "re_1", 300, "pending", "refund.updated"),
+    ]
+    for tenant_id in (env.tenant_id, late_first):
+        insert_charge(
+            env.billkeep.db,
+            tenant_id,
+            amount_minor=AMOUNT,
+            gateway=GATEWAY_ID,
+            now_ms=env.clock.now_ms(),
+            reference="pi_refund",
+        )
+    tenant_id = env.tenant_id
+    assert _deliver(env, tenant_id, factory.succeeded("e_paid")) is EventOutcome.APPLIED
+    succeeded = factory.refund("e_refunded", "re_1", 300, "succeeded")
+    assert _deliver(env, tenant_id, succeeded) is EventOutcome.APPLIED
+    before = local_snapshot(env.billkeep.db, tenant_id)
+    assert _charge_row(env, tenant_id).amount_refunded_minor == 300
+    outcomes = [_deliver(env, tenant_id, event) for event in lower]
+    assert outcomes == [EventOutcome.STALE, EventOutcome.STALE, EventOutcome.DUPLICATE]
+    assert local_snapshot(env.billkeep.db, tenant_id) == before
+
+    # The same reports with the lower ones first: each raises the refund, the end is the same.
+    for event in [factory.succeeded("e_paid"), *reversed(lower), succeeded]:
+        _deliver(env, late_first, event)
+    assert local_snapshot(env.billkeep.db, late_first) == before

@@ -237,6 +237,59 @@ def test_a_failed_refund_after_success_is_stale_and_failed_refunds_do_not_count(
     assert canceled.outcome is Outcome.STALE
 
 
+_REFUND_ORDER = [
+    RefundStatus.PENDING,
+    RefundStatus.CANCELED,
+    RefundStatus.FAILED,
+    RefundStatus.SUCCEEDED,
+]
+
+
+@st.composite
+def refund_with_lower_reports(draw: st.DrawFn) -> tuple[int, int, RefundStatus, list[Fact]]:
+    """One refund whose true status is `final`, reported together with lower statuses (late or
+    out-of-order webhooks), the payment's success, and duplicates of any of them, in any order."""
+    amount = draw(st.integers(min_value=1, max_value=1_000_000))
+    refund_amount = draw(st.integers(min_value=1, max_value=amount))
+    final = draw(st.sampled_from(_REFUND_ORDER[1:]))
+    lower = _REFUND_ORDER[: _REFUND_ORDER.index(final)]
+    reported = draw(st.lists(st.sampled_from(lower), min_size=1, max_size=4))
+    facts: list[Fact] = [PaymentSucceeded(amount), RefundObserved("re_1", refund_amount, final)]
+    facts += [RefundObserved("re_1", refund_amount, status) for status in reported]
+    facts += draw(st.lists(st.sampled_from(facts), max_size=3))
+    return amount, refund_amount, final, draw(st.permutations(facts))
+
+
+@settings(max_examples=300)
+@given(refund_with_lower_reports())
+def test_a_lower_refund_status_in_any_order_ends_in_the_same_state(
+    case: tuple[int, int, RefundStatus, list[Fact]],
+) -> None:
+    amount, refund_amount, final, shuffled = case
+    expected = fold([PaymentSucceeded(amount), RefundObserved("re_1", refund_amount, final)])
+    state = new_payment(REF)
+    for fact in shuffled:
+        step = apply(state, fact)
+        assert is_at_most(state, step.state), f"{fact} moved {state} backward"
+        known = state.refund("re_1")
+        lower_than_known = (
+            isinstance(fact, RefundObserved)
+            and known is not None
+            and _REFUND_ORDER.index(fact.status) < _REFUND_ORDER.index(known.status)
+        )
+        if lower_than_known:
+            # A lower report than what is known changes nothing (stale; pending: implied).
+            assert step.outcome in (Outcome.STALE, Outcome.DUPLICATE), step
+            assert step.state is state
+        state = step.state
+    assert state == expected
+    record = state.refund("re_1")
+    assert record is not None and record.status is final
+    counted = refund_amount if final is RefundStatus.SUCCEEDED else 0
+    assert state.amount_refunded_minor == counted
+    assert ledger_effects(state) == ledger_effects(expected)
+
+
 def test_a_refund_before_the_success_implies_success_and_waits_for_the_amount() -> None:
     early = apply(new_payment(REF), RefundObserved("re_1", 400))
     assert early.outcome is Outcome.APPLIED

@@ -4,14 +4,33 @@ deduplicated by their own `event_id` instead."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from billkeep.api.deps import Command, Engine, JsonBody, Tenant, json_response
-from billkeep.api.openapi import command_route, read_route, schema_ref
+from billkeep.api.models_billing import (
+    INVOICE_STATUSES,
+    BillingRun,
+    BillingRunCreate,
+    Invoice,
+    InvoiceList,
+    Metric,
+    MetricCreate,
+    MetricList,
+    Plan,
+    PlanCreate,
+    PlanList,
+    Subscription,
+    SubscriptionCancel,
+    SubscriptionCreate,
+    SubscriptionList,
+    UpcomingInvoice,
+    UsageEventsCreate,
+    UsageIngestion,
+)
+from billkeep.api.openapi import body_route, command_route, read_route
 from billkeep.billing.queries import BillingQueries
 from billkeep.billing.usage_ingest import ingest_usage_events
 from billkeep.engine.queries import DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT
@@ -23,107 +42,6 @@ router = APIRouter(tags=["billing"])
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE_LIMIT, description="Page size.")]
 Cursor = Annotated[str | None, Query(description="`next_cursor` of the previous page.")]
-
-
-# --- documentation models (the engine validates strictly; these describe the shapes) ------------
-class _Doc(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class MetricCreate(_Doc):
-    code: str
-    name: str
-    aggregation: Literal["sum", "count", "max", "unique_count"]
-    property: str | None = None
-
-
-class Metric(_Doc):
-    id: str
-    object: Literal["metric"]
-
-
-class MetricList(_Doc):
-    object: Literal["list"]
-    data: list[Metric]
-
-
-class PlanCreate(_Doc):
-    code: str
-    name: str
-    currency: str
-    interval: Literal["month", "year"]
-    interval_count: int | None = None
-    trial_days: int | None = None
-    prices: list[dict[str, Any]] = Field(
-        description="flat {amount}, per_unit {metric, unit_amount}, graduated/volume "
-        "{metric, tiers: [{up_to|null, unit_amount, flat_amount?}]}, package {metric, "
-        "package_size, package_amount}"
-    )
-
-
-class Plan(_Doc):
-    id: str
-    object: Literal["plan"]
-
-
-class PlanList(_Doc):
-    object: Literal["list"]
-    data: list[Plan]
-
-
-class SubscriptionCreate(_Doc):
-    customer_id: str
-    plan_id: str
-    start_at: str | None = None
-
-
-class SubscriptionCancel(_Doc):
-    at_period_end: bool = False
-
-
-class Subscription(_Doc):
-    id: str
-    object: Literal["subscription"]
-    status: Literal["trialing", "active", "past_due", "canceled"]
-
-
-class SubscriptionList(_Doc):
-    object: Literal["list"]
-    data: list[Subscription]
-
-
-class UpcomingInvoice(_Doc):
-    object: Literal["upcoming_invoice"]
-
-
-class UsageEventsCreate(_Doc):
-    events: list[dict[str, Any]] = Field(max_length=1000)
-
-
-class UsageIngestion(_Doc):
-    accepted: int
-    duplicates: int
-    rejected: list[dict[str, Any]]
-
-
-class BillingRunCreate(_Doc):
-    as_of: str
-
-
-class BillingRun(_Doc):
-    id: str
-    object: Literal["billing_run"]
-
-
-class Invoice(_Doc):
-    id: str
-    object: Literal["invoice"]
-    status: Literal["open", "paid", "uncollectible", "void"]
-
-
-class InvoiceList(_Doc):
-    object: Literal["list"]
-    data: list[Invoice]
 
 
 def _queries(billkeep: Billkeep) -> BillingQueries:
@@ -220,21 +138,13 @@ def get_upcoming_invoice(subscription_id: str, tenant_id: Tenant, billkeep: Engi
 # --- usage events --------------------------------------------------------------------------------
 @router.post(
     "/v1/usage_events",
-    status_code=200,
-    response_model=None,
-    summary="Ingest up to 1000 usage events (deduplicated by event_id; no Idempotency-Key)",
-    responses={
-        200: {
-            "description": "Per-item results",
-            "content": {"application/json": {"schema": schema_ref(UsageIngestion)}},
-        }
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema_ref(UsageEventsCreate)}},
-        }
-    },
+    # Not a command: events are deduplicated by their own event_id, no Idempotency-Key.
+    **body_route(
+        UsageEventsCreate,
+        {200: UsageIngestion},
+        (400, 401, 413, 422, 500, 503),
+        summary="Ingest up to 1000 usage events (deduplicated by event_id; no Idempotency-Key)",
+    ),
 )
 def ingest_usage(tenant_id: Tenant, billkeep: Engine, body: JsonBody) -> Response:
     result = ingest_usage_events(billkeep.db, tenant_id, body, billkeep.clock.now_ms())
@@ -269,7 +179,7 @@ def list_invoices(
     tenant_id: Tenant,
     billkeep: Engine,
     subscription_id: str | None = None,
-    status: str | None = None,
+    status: Annotated[INVOICE_STATUSES | None, Query()] = None,
     limit: Limit = DEFAULT_PAGE_LIMIT,
     cursor: Cursor = None,
 ) -> Response:

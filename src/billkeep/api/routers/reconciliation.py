@@ -9,6 +9,13 @@ from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from billkeep.api.deps import Command, Engine, JsonBody, Tenant, json_response
+from billkeep.api.models_reconciliation import (
+    BREAK_TYPES,
+    Reconciliation,
+    ReconciliationBreakList,
+    ReconciliationCreate,
+)
+from billkeep.api.openapi import command_route, read_route
 from billkeep.api.routers.customers import Cursor, Limit
 from billkeep.engine.queries import DEFAULT_PAGE_LIMIT
 from billkeep.reconciliation import views
@@ -20,23 +27,38 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1/reconciliations", tags=["reconciliation"])
 
 
-@router.post("", status_code=201, summary="Reconcile a window against the gateway")
+@router.post(
+    "",
+    **command_route(
+        ReconciliationCreate,
+        {201: Reconciliation},
+        (404,),  # no such gateway (or no default one)
+        summary="Reconcile a window against the gateway",
+    ),
+)
 def create_reconciliation(command: Command, body: JsonBody) -> Response:
     enable_reconciliation(command.billkeep)
     return command.run(OPERATION, body)
 
 
-@router.get("/{run_id}", summary="Retrieve a reconciliation run")
+@router.get(
+    "/{run_id}", **read_route(Reconciliation, (404,), summary="Retrieve a reconciliation run")
+)
 def get_reconciliation(run_id: str, tenant_id: Tenant, billkeep: Engine) -> Response:
     return json_response(views.get_run(billkeep.db, tenant_id, run_id))
 
 
-@router.get("/{run_id}/breaks", summary="List a run's breaks, in the order found")
+@router.get(
+    "/{run_id}/breaks",
+    **read_route(
+        ReconciliationBreakList, (404,), summary="List a run's breaks, in the order found"
+    ),
+)
 def list_reconciliation_breaks(
     run_id: str,
     tenant_id: Tenant,
     billkeep: Engine,
-    type: Annotated[str | None, Query(description="Only breaks of this type.")] = None,
+    type: Annotated[BREAK_TYPES | None, Query(description="Only breaks of this type.")] = None,
     limit: Limit = DEFAULT_PAGE_LIMIT,
     cursor: Cursor = None,
 ) -> Response:

@@ -10,12 +10,20 @@ response (a background task), and the worker retries whatever that did not finis
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Header, Query, Request
 from starlette.responses import Response
 
 from billkeep.api.deps import Engine, Tenant, json_response
+from billkeep.api.models_reconciliation import (
+    EVENT_OUTCOMES,
+    WebhookAck,
+    WebhookEvent,
+    WebhookEventList,
+    WebhookEventPayload,
+)
+from billkeep.api.openapi import body_route, read_route
 from billkeep.api.routers.customers import Cursor, Limit
 from billkeep.domain.errors import BillkeepError, NotFound
 from billkeep.engine.queries import DEFAULT_PAGE_LIMIT
@@ -77,14 +85,27 @@ def _reject(reason: str, error: BillkeepError) -> BillkeepError:
     return error
 
 
-@router.post(
-    "/v1/webhooks/{gateway_id}",
-    summary="Receive a gateway's signed event",
-    responses={
-        200: {"description": "`{received: true, duplicate: bool}`"},
-        400: {"description": "signature_invalid, timestamp_out_of_tolerance"},
-    },
-)
+def _receive_route() -> dict[str, Any]:
+    # Authenticated by the gateway's signature, not an API key: no 401. The body is the gateway's
+    # event, read as raw bytes (the signature covers them exactly).
+    route = body_route(
+        WebhookEventPayload,
+        {200: WebhookAck},
+        (400, 404, 413, 500, 503),
+        summary="Receive a gateway's signed event",
+    )
+    descriptions = {
+        400: "signature_invalid, timestamp_out_of_tolerance or webhook_payload_invalid: "
+        "nothing stored",
+        404: "No such gateway",
+        413: "request_too_large: the event is over the webhook body limit",
+    }
+    for status, description in descriptions.items():
+        route["responses"][status]["description"] = description
+    return route
+
+
+@router.post("/v1/webhooks/{gateway_id}", **_receive_route())
 async def receive_webhook(
     gateway_id: str,
     request: Request,
@@ -120,12 +141,14 @@ def _process_quietly(service: WebhookService, received: Received) -> None:
         logger.exception("processing webhook event %s failed; left for the worker", received.id)
 
 
-@router.get("/v1/webhook_events", summary="List inbox events, newest first")
+@router.get(
+    "/v1/webhook_events", **read_route(WebhookEventList, summary="List inbox events, newest first")
+)
 def list_webhook_events(
     tenant_id: Tenant,
     billkeep: Engine,
     gateway_id: Annotated[str | None, Query()] = None,
-    outcome: Annotated[str | None, Query()] = None,
+    outcome: Annotated[EVENT_OUTCOMES | None, Query()] = None,
     limit: Limit = DEFAULT_PAGE_LIMIT,
     cursor: Cursor = None,
 ) -> Response:
@@ -135,6 +158,9 @@ def list_webhook_events(
     return json_response(page.as_dict())
 
 
-@router.get("/v1/webhook_events/{event_row_id}", summary="Retrieve an inbox event")
+@router.get(
+    "/v1/webhook_events/{event_row_id}",
+    **read_route(WebhookEvent, (404,), summary="Retrieve an inbox event"),
+)
 def get_webhook_event(event_row_id: str, tenant_id: Tenant, billkeep: Engine) -> Response:
     return json_response(queries.get_event(billkeep.db, tenant_id, event_row_id))

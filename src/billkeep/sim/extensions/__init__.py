@@ -3,6 +3,7 @@ each of them (see `billkeep.sim.extension.register_extension`), in a fixed order
 
 from __future__ import annotations
 
-__all__: list[str] = []
-
 from billkeep.sim.extensions import reconciliation as _reconciliation  # noqa: F401
+from billkeep.sim.extensions import webhooks as _webhooks  # noqa: F401
+
+__all__: list[str] = []

@@ -245,6 +245,13 @@ journal_entries = sa.Table(
     sa.UniqueConstraint("tenant_id", "entry_key"),
 )
 sa.Index("ix_journal_entries_resource", journal_entries.c.tenant_id, journal_entries.c.resource_id)
+# An entry is reversed at most once, whatever reversal key a caller uses (NULLs do not collide).
+sa.Index(
+    "uq_journal_entries_reverses",
+    journal_entries.c.tenant_id,
+    journal_entries.c.reverses,
+    unique=True,
+)
 
 postings = sa.Table(
     "postings",
