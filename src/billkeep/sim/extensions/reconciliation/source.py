@@ -88,37 +88,36 @@ def tenant_objects(core: SimulatorCore, tenant_id: str) -> tuple[list[Any], list
 
 
 class SimTenantSource:
-    """A snapshot of one tenant's records, served in pages; may fail at one page."""
+    """One tenant's account. Building it reads nothing (`reconciliation.create` builds one in its
+    precheck, inside the recording transaction, to check the gateway exists); the listing is read
+    when the run asks for the payments, in the run's own thread, between its transactions."""
 
-    def __init__(
-        self,
-        payments: list[SourcePayment],
-        fees: list[SourceFee],
-        fail_at_page: int | None,
-        page_size: int = SOURCE_PAGE_SIZE,
-    ) -> None:
-        self._payments = payments
-        self._fees = fees
-        self._fail_at_page = fail_at_page
-        self._page_size = page_size
+    def __init__(self, factory: SimTenantSourceFactory, tenant_id: str) -> None:
+        self._factory = factory
+        self._tenant_id = tenant_id
+        self._fees: list[SourceFee] = []
 
     def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
-        chosen = [p for p in self._payments if from_ms <= p.created_ms < to_ms]
-        for number, start in enumerate(range(0, len(chosen), self._page_size)):
-            if number == self._fail_at_page:
-                raise GatewayLookupFailed(f"sim: payment listing page {number} timed out")
-            yield chosen[start : start + self._page_size]
+        """Reads the listing now (on the wire), then hands out pages (one may fail)."""
+        payments, self._fees, fail_at = self._factory.read(self._tenant_id)
+        chosen = [p for p in payments if from_ms <= p.created_ms < to_ms]
+        return _pages(chosen, fail_at)
 
     def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
-        # The fees of the payments the window holds (a balance transaction is created with its
-        # charge): the run joins them to staged payments by charge.
-        for start in range(0, len(self._fees), self._page_size):
-            yield self._fees[start : start + self._page_size]
+        # The fees of the account as read with the payments; the run joins them to the staged
+        # payments by charge, so fees of payments outside the window are ignored there.
+        return _pages(self._fees, None)
+
+
+def _pages(items: list[Any], fail_at_page: int | None) -> Iterator[list[Any]]:
+    for number, start in enumerate(range(0, len(items), SOURCE_PAGE_SIZE)):
+        if number == fail_at_page:
+            raise GatewayLookupFailed(f"sim: listing page {number} timed out")
+        yield items[start : start + SOURCE_PAGE_SIZE]
 
 
 class SimTenantSourceFactory:
-    """`reconciliation.create`'s source factory for the simulation (called in the actor's thread,
-    outside any transaction: the listing is read here, on the wire)."""
+    """`reconciliation.create`'s source factory for the simulation."""
 
     def __init__(
         self,
@@ -134,6 +133,10 @@ class SimTenantSourceFactory:
         self.reads = 0
 
     def __call__(self, tenant_id: str, gateway_id: str) -> SimTenantSource:
+        return SimTenantSource(self, tenant_id)
+
+    def read(self, tenant_id: str) -> tuple[list[SourcePayment], list[SourceFee], int | None]:
+        """The listing on the wire: latency, a yield point before and after, maybe a failure."""
         self._clock.advance(self._faults.latency_ms())
         self._yield("gateway:reconcile_list:request")
         self.reads += 1
@@ -143,8 +146,8 @@ class SimTenantSourceFactory:
         payments = [payment_from_intent(intent) for intent in intents]
         fees = [fee for fee in map(fee_from_balance_transaction, txns) if fee is not None]
         fail_at: int | None = None
-        pages = max(1, -(-len(payments) // SOURCE_PAGE_SIZE))
+        pages = -(-len(payments) // SOURCE_PAGE_SIZE)
         if pages > 1 and self._faults.fails("reconcile_list:later_page"):
             fail_at = self._faults.rng.randint(1, pages - 1)
         self._yield("gateway:reconcile_list:answered")
-        return SimTenantSource(payments, fees, fail_at)
+        return payments, fees, fail_at
