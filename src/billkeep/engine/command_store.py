@@ -289,9 +289,12 @@ def claim_recoverable_pg(
             commands.c.id,
             commands.c.state.label("old_state"),
             commands.c.lease_owner.label("old_owner"),
+            commands.c.next_attempt_at_ms.label("due_ms"),
         )
         .where(claimable)
-        .order_by(commands.c.next_attempt_at_ms)
+        # Ties broken by id: which commands a batch takes, and the order it runs them in, must
+        # not depend on the table's physical order (the simulation replays a seed on PostgreSQL).
+        .order_by(commands.c.next_attempt_at_ms, commands.c.tenant_id, commands.c.id)
         .limit(batch_size)
         .with_for_update(skip_locked=True)
         .cte("picked")
@@ -314,10 +317,16 @@ def claim_recoverable_pg(
             commands.c.recovery_point,
             picked.c.old_state,
             picked.c.old_owner,
+            picked.c.due_ms,
         )
     ).all()
+    # RETURNING comes in no particular order: run the batch in the order it was picked (NULLs
+    # last, as ORDER BY sorts them).
+    in_pick_order = sorted(
+        claimed, key=lambda row: (row.due_ms is None, row.due_ms or 0, row[0], row[1])
+    )
     result = []
-    for tenant_id, command_id, token, point, old_state, old_owner in claimed:
+    for tenant_id, command_id, token, point, old_state, old_owner, _due_ms in in_pick_order:
         source = CommandState(old_state)
         check_transition(source, CommandState.RUNNING)
         taken_over = source == CommandState.RUNNING and old_owner is not None

@@ -37,6 +37,7 @@ from billkeep.storage.tables.core import (
     postings,
     refunds,
 )
+from billkeep.storage.tables.reconciliation import gateway_refunds
 
 __all__ = ["Auditor", "GatewayPayment", "GatewayRefund", "GatewayView", "Violation"]
 
@@ -128,6 +129,7 @@ class _Rows:
     accounts: list[Any]
     entries: list[Any]
     postings: list[Any]
+    gateway_refunds: list[Any]  # refunds made at the gateway outside billkeep, once learned
 
     @classmethod
     def load(cls, db: Database) -> _Rows:
@@ -148,6 +150,7 @@ class _Rows:
                         accounts,
                         journal_entries,
                         postings,
+                        gateway_refunds,
                     )
                 )
             )
@@ -392,6 +395,9 @@ class Auditor:
                 held[key] += refund.amount_minor
             if refund.status == "succeeded":
                 succeeded[key] += refund.amount_minor
+        for learned in rows.gateway_refunds:
+            if learned.status == "succeeded":
+                succeeded[(learned.tenant_id, learned.charge_id)] += learned.amount_minor
         for charge in rows.charges:
             key = (charge.tenant_id, charge.id)
             if held[key] > charge.amount_minor:
@@ -551,21 +557,28 @@ class Auditor:
         return found
 
     def _i4_ledger_matches_gateway(self, rows: _Rows, gateway: GatewayView) -> list[Violation]:
-        """Rebuild the clearing account from the gateway's records and compare, per currency."""
+        """Rebuild, per currency, the part of the clearing account billkeep's own commands moved
+        (payments and refunds it made) from the gateway's records, and compare. Money the
+        gateway moved without a billkeep command (dashboard refunds, disputes, fees, outside
+        payments) is the reconciliation extension's I4 check, which sees the whole account."""
         found: list[Violation] = []
         expected: dict[tuple[str, str], int] = defaultdict(int)
         for payment in gateway.payments.values():
-            if payment.status == "succeeded" and payment.tenant_id is not None:
+            if payment.status == "succeeded" and payment.tenant_id and payment.command:
                 expected[(payment.tenant_id, payment.currency)] += payment.amount_minor
         for refund in gateway.refunds.values():
-            if refund.status == "succeeded" and refund.tenant_id is not None:
+            if refund.status == "succeeded" and refund.tenant_id and refund.command:
                 expected[(refund.tenant_id, refund.currency)] -= refund.amount_minor
         clearing_accounts = {
             (a.tenant_id, a.id)
             for a in rows.accounts
             if str(a.code).startswith("gateway_clearing:")
         }
-        posted = {(e.tenant_id, e.id) for e in rows.entries if e.state == "posted"}
+        posted = {
+            (e.tenant_id, e.id)
+            for e in rows.entries
+            if e.state == "posted" and _commanded_fact(str(e.entry_key), gateway)
+        }
         actual: dict[tuple[str, str], int] = defaultdict(int)
         for p in rows.postings:
             if (p.tenant_id, p.account_id) in clearing_accounts and (
@@ -584,7 +597,7 @@ class Auditor:
                 )
         by_reference = {(c.tenant_id, c.gateway_reference): c for c in rows.charges}
         for payment in gateway.payments.values():
-            if payment.status != "succeeded" or payment.tenant_id is None:
+            if payment.status != "succeeded" or not payment.tenant_id or not payment.command:
                 continue
             charge = by_reference.get((payment.tenant_id, payment.id))
             if charge is None or charge.status != "succeeded":
@@ -592,6 +605,14 @@ class Auditor:
                     Violation("I4", f"gateway payment {payment.id} is not a succeeded charge")
                 )
         return found
+
+
+def _commanded_fact(entry_key: str, gateway: GatewayView) -> bool:
+    """A payment entry, or the entry of a refund billkeep's own command made."""
+    if entry_key.startswith("payment:"):
+        return True
+    refund = gateway.refunds.get(entry_key.removeprefix("refund:"))
+    return entry_key.startswith("refund:") and refund is not None and refund.command is not None
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -13,8 +13,8 @@ STEPS = 40
 # mutation -> (seed that catches it at STEPS steps, invariant it reports)
 CAUGHT_BY: dict[str, tuple[int, str]] = {
     "fencing": (0, "I8"),
-    "refund_hold": (1, "I7"),
-    "idempotency_unique": (2, "I1"),
+    "refund_hold": (3, "I7"),
+    "idempotency_unique": (0, "I1"),
     "attempt_key": (2, "I11"),
     "resolve_blind": (11, "I1"),
     "entry_key": (2, "I3"),
@@ -22,6 +22,8 @@ CAUGHT_BY: dict[str, tuple[int, str]] = {
     # Needs the billing extension's stale subscription read (a run sees a period as due that
     # another run invoiced): with the row lock alone, overlapping runs never collide in one process.
     "invoice_unique": (8, "I6"),
+    "run_restart": (27, "I4"),
+    "fee_known": (2, "I4"),
 }
 
 

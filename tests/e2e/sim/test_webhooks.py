@@ -20,12 +20,15 @@ from billkeep.storage.migrate import upgrade_to_head
 from billkeep.storage.tables.reconciliation import payment_states, webhook_events
 
 # A seed whose deliveries are reordered, duplicated by the network, dropped and retried, and whose
-# receiver crashes after storing an event before acknowledging it (found with a sweep of 0-79).
+# receiver crashes after storing an event before acknowledging it (found with a sweep of 0-79,
+# with the webhook extension alone: other extensions' actions shift the action stream).
 STORMY_SEED, STORMY_STEPS = 35, 40
 
 
 def test_a_stormy_seed_delivers_through_every_fault_and_passes() -> None:
-    result = run_seed(SimOptions(seed=STORMY_SEED, steps=STORMY_STEPS))
+    result = run_seed(
+        SimOptions(seed=STORMY_SEED, steps=STORMY_STEPS, extensions=frozenset({"webhooks"}))
+    )
     assert result.ok, result.violations
     trace = "\n".join(result.trace)
     assert " delivers reordered " in trace
