@@ -22,6 +22,7 @@ __all__ = [
     "START_POINT",
     "ClaimedCommand",
     "CommandRow",
+    "check_fence",
     "claim",
     "claim_recoverable_pg",
     "find_by_business_key",
@@ -378,6 +379,20 @@ def claim(conn: Connection, row: CommandRow, owner: str, now_ms: int, lease_ms: 
         now_ms,
     )
     return token
+
+
+def check_fence(conn: Connection, tenant_id: str, command_id: str, fencing_token: int) -> None:
+    """Raise LeaseLost unless `fencing_token` is still the command's current one. For work a step
+    does in transactions of its own (a long foreign step): each write transaction calls it first.
+    The row lock orders the write before any takeover (which updates the row), so the writes of
+    an execution whose lease was taken over are refused, never interleaved with the new one's."""
+    current = conn.execute(
+        sa.select(commands.c.fencing_token)
+        .where(commands.c.tenant_id == tenant_id, commands.c.id == command_id)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if current != fencing_token:
+        raise LeaseLost(f"command {command_id}: fencing token {fencing_token} is no longer current")
 
 
 def transition(

@@ -19,6 +19,7 @@ from billkeep.domain.clock import ms_to_rfc3339, rfc3339_to_ms
 from billkeep.domain.commands import CommandState
 from billkeep.domain.errors import FieldError, ValidationFailed
 from billkeep.domain.periods import MAX_TIME_MS, MIN_TIME_MS
+from billkeep.engine.command_store import check_fence
 from billkeep.engine.operations.validation import check_unknown_fields
 from billkeep.engine.steps import (
     Advance,
@@ -133,7 +134,13 @@ class CreateReconciliation:
         assert ctx.resource_id is not None
         run = get_run(ctx.services.db, ctx.tenant_id, ctx.resource_id)
         source = self.sources(ctx.tenant_id, run["gateway_id"])
-        return self._runner(ctx).run(ctx.tenant_id, ctx.resource_id, source)
+
+        def fence(conn: Connection) -> None:
+            # A run can outlive its command's lease (a long gateway listing); once a worker took
+            # the lease over, this execution's writes are refused (LeaseLost), never interleaved.
+            check_fence(conn, ctx.tenant_id, ctx.command_id, ctx.fencing_token)
+
+        return self._runner(ctx).run(ctx.tenant_id, ctx.resource_id, source, fence=fence)
 
     def _finish(self, ctx: StepContext, conn: Connection, summary: dict[str, Any]) -> Transition:
         assert ctx.resource_id is not None

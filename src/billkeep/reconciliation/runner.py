@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int], None]  # (phase, records done in that phase)
+Fence = Callable[[Connection], None]  # raises when this execution may no longer write
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ class ReconciliationRunner:
         self.db = db
         self.clock = clock
         self.config = config or ReconciliationConfig()
+        self._fence: Fence | None = None
 
     # -- run rows ----------------------------------------------------------------------------
     def create_run(
@@ -130,19 +133,39 @@ class ReconciliationRunner:
         return run_id
 
     def run(
-        self, tenant_id: str, run_id: str, source: GatewaySource, progress: Progress | None = None
+        self,
+        tenant_id: str,
+        run_id: str,
+        source: GatewaySource,
+        progress: Progress | None = None,
+        fence: Fence | None = None,
     ) -> dict[str, Any]:
-        """Execute (or re-execute from scratch) a recorded run; returns its summary."""
+        """Execute (or re-execute from scratch) a recorded run; returns its summary.
+
+        `fence` runs first in every write transaction and raises when this execution may no
+        longer write (its command's lease was taken over): a run outliving its lease must not
+        write breaks beside the execution that took over (the run would report records twice).
+        """
+        self._fence = fence
         run = self.db.run_read(lambda conn: _load_run(conn, tenant_id, run_id))
         margin = self.config.boundary_margin_ms
         lo, hi = run.from_ms - margin, run.to_ms + margin
-        self.db.run_write(lambda conn: _clear(conn, tenant_id, run_id))
+        self._write(lambda conn: _clear(conn, tenant_id, run_id))
         self._stage(tenant_id, run_id, source, lo, hi, progress)
         summary = self._merge(tenant_id, run_id, run.from_ms, run.to_ms, lo, hi, progress)
-        self.db.run_write(
-            lambda conn: _complete(conn, tenant_id, run_id, summary, self.clock.now_ms())
-        )
+        self._write(lambda conn: _complete(conn, tenant_id, run_id, summary, self.clock.now_ms()))
         return summary
+
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
+        """One write transaction of this execution, fenced when the caller gave a fence."""
+        fence = self._fence
+
+        def fenced(conn: Connection) -> _T:
+            if fence is not None:
+                fence(conn)
+            return work(conn)
+
+        return self.db.run_write(fenced)
 
     # -- staging -----------------------------------------------------------------------------
     def _stage(
@@ -169,7 +192,7 @@ class ReconciliationRunner:
                 staged += len(fee_page)
                 if progress:
                     progress("gateway_fees", staged)
-        self.db.run_write(_analyze_staging)
+        self._write(_analyze_staging)
 
     def _write_page(
         self,
@@ -181,7 +204,7 @@ class ReconciliationRunner:
         def work(conn: Connection) -> None:
             stage(conn, tenant_id, run_id, page)
 
-        self.db.run_write(work)
+        self._write(work)
 
     # -- merge -------------------------------------------------------------------------------
     def _merge(
@@ -227,7 +250,7 @@ class ReconciliationRunner:
     def _heal(self, tenant_id: str, run_id: str, result: MatchResult) -> list[str]:
         if not result.heals:
             return []
-        return self.db.run_write(
+        return self._write(
             lambda conn: apply_heals(conn, tenant_id, run_id, result.heals, self.clock.now_ms())
         )
 
@@ -253,7 +276,7 @@ class ReconciliationRunner:
     def _flush(self, batch: list[dict[str, Any]]) -> None:
         if batch:
             rows = list(batch)
-            self.db.run_write(lambda conn: conn.execute(reconciliation_breaks.insert(), rows))
+            self._write(lambda conn: conn.execute(reconciliation_breaks.insert(), rows))
             batch.clear()
 
 

@@ -170,7 +170,7 @@ class LedgerRows:
 
 @dataclass(frozen=True, order=True)
 class FactKey:
-    kind: str  # sale, payment, refund, fee, dispute
+    kind: str  # sale, payment, invoice, refund, fee, dispute
     fact: str  # the object the entry is about
 
 
@@ -181,6 +181,8 @@ def fact_of(entry_key: str) -> FactKey | None:
         return FactKey("sale", parts[1])
     if len(parts) == 3 and parts[0] == "payment" and parts[2] == "succeeded":
         return FactKey("payment", parts[1])
+    if len(parts) == 3 and parts[0] == "invoice" and parts[2] == "issued":
+        return FactKey("invoice", parts[1])  # billing: the receivable an issued invoice creates
     if len(parts) == 2 and parts[0] in ("refund", "fee", "dispute"):
         return FactKey(parts[0], parts[1])
     return None

@@ -92,7 +92,8 @@ class ReconciliationExtension:
         self.origin_ms = 0
         self.intents: list[Intent] = []
         self.final_runs: dict[str, str] = {}
-        self.final_done = False
+        self.final_seq: int | None = None  # the gateway's sequence when the final runs ended
+        self.final_passes = 0
         self.seen_entries: dict[tuple[str, str], Any] = {}
         self.counts = {
             "runs_asked": 0,
@@ -144,17 +145,27 @@ class ReconciliationExtension:
         gateway = GatewayFacts.load(self.world.core)
         return step_violations(ledger, gateway, self.seen_entries, self.intents)
 
+    def _gateway_seq(self) -> int:
+        """How far the gateway's store has moved (every object and event takes a sequence)."""
+        with self.world.core.store.read() as tx:
+            row = tx.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM objects").fetchone()
+        return int(row[0])
+
     def recover(self) -> bool:
-        if self.final_done:
+        """Final runs, again whenever the gateway moved since the last ones (another extension's
+        recovery, e.g. billing charging an invoice, may pay after them)."""
+        if self._gateway_seq() == self.final_seq:
             return False
-        self.final_done = True
+        self.final_passes += 1
         # Past the grace period and any async settlement, so the final run judges final records.
         self.world.clock.advance(SIM_GRACE_MS + self.world.profile.async_settle_ms + 1)
         settled = self.world.core.settle_due()
         self.world.note(f"reconciliation: final runs (gateway settled {settled})")
         for tenant_id in self.world.tenants:
             intent = self._intent(
-                tenant_id, f"final-reconciliation-{tenant_id}", self._window(False)
+                tenant_id,
+                f"final-reconciliation-{self.final_passes}-{tenant_id}",
+                self._window(False),
             )
             self.world.run_to_end(self._submit(intent))
             final = intent.first_final()
@@ -163,6 +174,7 @@ class ReconciliationExtension:
                 self.final_runs[tenant_id] = str(body["id"])
             else:
                 self.final_runs[tenant_id] = f"(none: {intent.observations[-1:]})"
+        self.final_seq = self._gateway_seq()
         return True
 
     def check_final(self) -> list[Violation]:
