@@ -24,10 +24,13 @@ STEPS = 60
 SHOWCASE_SEED = 7
 # A seed whose finished run has invoices that counted usage (where defects are planted).
 PLANT_SEED, PLANT_STEPS = 0, 25
+# The seeds above were found with the billing extension alone (other extensions add actions, so
+# the same seed replays another scenario with them).
+ALONE = frozenset({"billing"})
 
 
 def test_showcase_seed_drives_every_billing_fault_and_passes() -> None:
-    result = run_seed(SimOptions(seed=SHOWCASE_SEED, steps=STEPS))
+    result = run_seed(SimOptions(seed=SHOWCASE_SEED, steps=STEPS, extensions=ALONE))
     assert result.ok, [str(v) for v in result.violations]
     trace = "\n".join(result.trace)
     assert "late usage" in trace
@@ -43,7 +46,7 @@ def test_showcase_seed_drives_every_billing_fault_and_passes() -> None:
 def finished() -> Iterator[tuple[Simulation, BillingExtension]]:
     """A seed run to the end, its database kept open for planting defects."""
     with _database(None) as db:
-        sim = Simulation(SimOptions(seed=PLANT_SEED, steps=PLANT_STEPS), db)
+        sim = Simulation(SimOptions(seed=PLANT_SEED, steps=PLANT_STEPS, extensions=ALONE), db)
         with sim.installed():
             sim.setup()
             violations, _step = sim.run_faulty_phase()
@@ -142,6 +145,6 @@ PG_REGRESSION_SEEDS = (8, 17)
 @pytest.mark.postgres
 @pytest.mark.parametrize("seed", PG_REGRESSION_SEEDS)
 def test_stale_billing_read_on_postgresql_issues_no_phantom_invoice(pg_url: str, seed: int) -> None:
-    result = run_seed(SimOptions(seed=seed, steps=25, database_url=pg_url))
+    result = run_seed(SimOptions(seed=seed, steps=25, database_url=pg_url, extensions=ALONE))
     assert result.ok, [str(v) for v in result.violations]
     assert result.stats["billing.stale_reads"] >= 1

@@ -14,16 +14,16 @@ STEPS = 40
 CAUGHT_BY: dict[str, tuple[int, str]] = {
     "fencing": (0, "I8"),
     "refund_hold": (3, "I7"),
-    "idempotency_unique": (0, "I1"),
+    "idempotency_unique": (1, "I1"),
     "attempt_key": (2, "I11"),
     "resolve_blind": (11, "I1"),
     "entry_key": (2, "I3"),
-    "stale_event": (2, "I8"),
+    "stale_event": (0, "I8"),
     # Needs the billing extension's stale subscription read (a run sees a period as due that
     # another run invoiced): with the row lock alone, overlapping runs never collide in one process.
-    "invoice_unique": (8, "I6"),
-    "run_restart": (27, "I4"),
-    "fee_known": (2, "I4"),
+    "invoice_unique": (28, "I6"),
+    "run_restart": (120, "I4"),
+    "fee_known": (0, "I4"),
 }
 
 

@@ -240,6 +240,9 @@ def test_a_seed_replays_identically_on_postgresql(pg_url: str) -> None:
     assert (first.db_digest, first.gateway_digest) == (second.db_digest, second.gateway_digest)
 
 
+WITH_WEBHOOKS = frozenset({"reconciliation", reconciliation_extension.LEARNS_MONEY_OUT})
+
+
 @pytest.mark.skipif(
     reconciliation_extension.LEARNS_MONEY_OUT not in ALL_EXTENSIONS,
     reason="dashboard refunds and disputes are drawn only when webhooks learn them",
@@ -248,9 +251,9 @@ def test_money_leaving_at_the_gateway_is_learned_and_audited() -> None:
     """With the webhook extension in the run (the default): a dashboard refund (seed 4) and a
     dispute (seed 54), found with a sweep of 0-58 at 40 steps, are learned and the whole-account
     I4 check (refunds and disputes included) passes."""
-    refunded = run_seed(SimOptions(seed=4, steps=40))
+    refunded = run_seed(SimOptions(seed=4, steps=40, extensions=WITH_WEBHOOKS))
     assert refunded.ok, [str(v) for v in refunded.violations]
     assert refunded.stats["reconciliation.dashboard_refunds"] >= 1
-    disputed = run_seed(SimOptions(seed=54, steps=40))
+    disputed = run_seed(SimOptions(seed=54, steps=40, extensions=WITH_WEBHOOKS))
     assert disputed.ok, [str(v) for v in disputed.violations]
     assert disputed.stats["reconciliation.disputes"] >= 1
