@@ -24,6 +24,7 @@ CAUGHT_BY: dict[str, tuple[int, str]] = {
     "invoice_unique": (28, "I6"),
     "run_restart": (120, "I4"),
     "fee_known": (0, "I4"),
+    "run_fence": (17, "I4"),
 }
 
 

@@ -10,6 +10,11 @@ run reports records twice and calls a payment staged twice a duplicate payment.
 posted (`records.ledger_records`, `fee_posted`). Without it every run proposes the fee again;
 the fact-keyed entry stops a second posting, so the money stays right, but the heal then does
 nothing and the break stays open: every later run reports a fee break billkeep caused.
+
+`run_fence`: every write transaction of a run checks that its command's lease is still this
+execution's (`command_store.check_fence`, called by `reconciliation.operation`). Without it, a run
+that outlives its lease keeps writing beside the worker's execution that took the lease over:
+the run reports records twice.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
-from billkeep.reconciliation import runner
+from billkeep.reconciliation import operation, runner
 from billkeep.reconciliation.matching import LedgerRecord
 from billkeep.sim.mutations import Mutation, register_mutation
 from billkeep.storage.database import Database
@@ -67,5 +72,24 @@ register_mutation(
         FEE_KNOWN,
         "the merge knows which charges already have their gateway fee posted (fee_posted)",
         _fee_known,
+    )
+)
+
+
+def _unfenced(_conn: Connection, _tenant_id: str, _command_id: str, _fencing_token: int) -> None:
+    """Mutated `check_fence`: an execution whose lease was taken over may still write."""
+
+
+def _run_fence(stack: ExitStack, _db: Database) -> None:
+    original = getattr(operation, "check_fence")  # noqa: B009  (imported there, not exported)
+    setattr(operation, "check_fence", _unfenced)  # noqa: B010  (mypy: other arg names)
+    stack.callback(setattr, operation, "check_fence", original)
+
+
+register_mutation(
+    Mutation(
+        "run_fence",
+        "a reconciliation run writes only while its command's lease is its own (check_fence)",
+        _run_fence,
     )
 )
