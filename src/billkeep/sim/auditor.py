@@ -7,7 +7,9 @@ logical client was told. The engine's bookkeeping is only ever the thing being c
 
 Safety invariants (I1, I3, I5, I7, I8, I10, I11) must hold after every step, faults or not.
 Liveness (I2) and agreement with the gateway (I4) are checked once faults stop and recovery ran.
-I6 and I9 (invoices, usage) are not exercised yet: billing has no engine operations to drive.
+This module checks what charges and refunds move; each extension of the simulation
+(`billkeep.sim.extensions`: webhooks, reconciliation, billing) audits what it drives, I6 and I9
+included, beside it.
 """
 
 from __future__ import annotations
