@@ -35,7 +35,13 @@ from billkeep.gateways.simulator_process import SimulatorProcess
 from billkeep.reconciliation.matching import MatchKind
 from billkeep.reconciliation.operation import OPERATION, install
 from billkeep.reconciliation.runner import ReconciliationConfig
-from billkeep.reconciliation.sources import GatewaySource, SourceFee, SourcePayment, StripeSource
+from billkeep.reconciliation.sources import (
+    GatewaySource,
+    SourceFee,
+    SourcePayment,
+    SourceReversal,
+    StripeSource,
+)
 from billkeep.reconciliation.views import all_breaks
 from billkeep.storage.tables.core import charges, commands
 
@@ -74,13 +80,20 @@ class _WithoutOtherTenants:
     def __init__(self, inner: GatewaySource, other_commands: frozenset[str]) -> None:
         self._inner = inner
         self._other = other_commands
+        # The payments left out; the run lists payments before refunds and disputes.
+        self._other_payments: set[str] = set()
 
     def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
         for page in self._inner.payments(from_ms, to_ms):
+            self._other_payments.update(p.reference for p in page if p.command_ref in self._other)
             yield [p for p in page if p.command_ref not in self._other]
 
     def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
         yield from self._inner.fees(from_ms, to_ms)
+
+    def reversals(self, from_ms: int, to_ms: int) -> Iterator[list[SourceReversal]]:
+        for page in self._inner.reversals(from_ms, to_ms):
+            yield [r for r in page if r.payment_reference not in self._other_payments]
 
 
 def _other_tenants_commands(bk: Billkeep, tenant_id: str) -> frozenset[str]:

@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar, Generic, TypeVar
 
+from billkeep.reconciliation.money_out_records import GatewayReversal, LearnMoneyOut, LedgerRefund
+
 __all__ = [
     "BREAK_KINDS",
     "DEFAULT_GRACE_PERIOD_MS",
@@ -182,15 +184,17 @@ class PostFee:
     currency: str
 
 
-Heal = FinalizeCharge | PostFee
+Heal = FinalizeCharge | PostFee | LearnMoneyOut
 
 
 @dataclass(frozen=True, slots=True)
 class MatchResult:
     kind: MatchKind
     match_key: str
-    gateway: GatewayRecord | None
-    ledger: LedgerRecord | None
+    # Payments pair GatewayRecord with LedgerRecord; money out (reconciliation.money_out) pairs
+    # GatewayReversal with LedgerRefund.
+    gateway: GatewayRecord | GatewayReversal | None
+    ledger: LedgerRecord | LedgerRefund | None
     # Evidence dicts take no part in hashing (dicts cannot), only in equality.
     expected: Evidence = field(default_factory=dict, hash=False)
     actual: Evidence = field(default_factory=dict, hash=False)
@@ -212,7 +216,10 @@ class MatchResult:
 
     @property
     def resource_id(self) -> str | None:
-        return self.ledger.resource_id if self.ledger is not None else None
+        if self.ledger is not None:
+            return self.ledger.resource_id
+        # A refund or dispute names the local charge it left (when billkeep has one).
+        return self.gateway.charge_id if isinstance(self.gateway, GatewayReversal) else None
 
 
 @dataclass(frozen=True, slots=True)

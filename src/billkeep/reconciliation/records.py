@@ -1,6 +1,7 @@
-"""The two sorted streams the merge consumes: the staged gateway records and the ledger's charges,
-both ordered by match key with byte-wise collation (see matching's docstring), streamed from the
-database with a server-side cursor on PostgreSQL so memory stays bounded."""
+"""The sorted streams the merges consume: the staged gateway records and the ledger's charges,
+and the staged refunds and disputes and the ledger's refunds, each ordered by match key with
+byte-wise collation (see matching's and money_out's docstrings), streamed from the database with
+a server-side cursor on PostgreSQL so memory stays bounded."""
 
 from __future__ import annotations
 
@@ -16,10 +17,27 @@ from billkeep.reconciliation.matching import (
     LedgerRecord,
     LedgerStatus,
 )
-from billkeep.storage.tables.core import charges, journal_entries
-from billkeep.storage.tables.reconciliation import staged_gateway_fees, staged_gateway_payments
+from billkeep.reconciliation.money_out_records import (
+    GatewayReversal,
+    LedgerRefund,
+    ReversalKind,
+    ReversalStatus,
+)
+from billkeep.storage.tables.core import charges, journal_entries, postings, refunds
+from billkeep.storage.tables.reconciliation import (
+    staged_gateway_fees,
+    staged_gateway_payments,
+    staged_gateway_reversals,
+)
 
-__all__ = ["SORT_WORK_MEM_MB", "STREAM_BATCH_ROWS", "gateway_records", "ledger_records"]
+__all__ = [
+    "SORT_WORK_MEM_MB",
+    "STREAM_BATCH_ROWS",
+    "gateway_records",
+    "gateway_reversal_records",
+    "ledger_records",
+    "ledger_refund_records",
+]
 
 STREAM_BATCH_ROWS = 2_000  # rows fetched per round trip from a streaming cursor
 # Per sort of a streamed side (1M staged rows sort in memory instead of spilling to disk).
@@ -132,3 +150,98 @@ def ledger_records(
             created,
             bool(fee_posted),
         )
+
+
+def gateway_reversal_records(
+    conn: Connection, tenant_id: str, run_id: str
+) -> Iterator[GatewayReversal]:
+    """The staged refunds and disputes, each with what the ledger holds for it: the local charge
+    of its payment, the amount of its `kind:reference` entry (any age: a fact learned later than
+    the window is still learned), and whether a billkeep refund of that charge is in flight."""
+    s, c, j, p, r = staged_gateway_reversals, charges, journal_entries, postings, refunds
+    posted = (
+        sa.select(sa.func.sum(p.c.amount_minor))
+        .where(p.c.tenant_id == j.c.tenant_id, p.c.entry_id == j.c.id, p.c.direction == "debit")
+        .scalar_subquery()
+    )
+    in_flight = (
+        sa.select(r.c.id)
+        .where(
+            r.c.tenant_id == c.c.tenant_id,
+            r.c.charge_id == c.c.id,
+            r.c.status == "pending",
+            r.c.gateway_reference.is_(None),
+        )
+        .exists()
+    )
+    query = (
+        sa.select(
+            s.c.kind,
+            s.c.reference,
+            s.c.payment_reference,
+            s.c.command_ref,
+            s.c.amount_minor,
+            s.c.currency,
+            s.c.status,
+            s.c.created_ms,
+            c.c.id,
+            c.c.currency,
+            sa.case((j.c.id.is_not(None), posted), else_=None),
+            sa.case((c.c.id.is_not(None), in_flight), else_=False),
+        )
+        .select_from(
+            s.outerjoin(
+                c,
+                sa.and_(
+                    c.c.tenant_id == s.c.tenant_id, c.c.gateway_reference == s.c.payment_reference
+                ),
+            ).outerjoin(j, sa.and_(j.c.tenant_id == s.c.tenant_id, j.c.entry_key == s.c.match_key))
+        )
+        .where(s.c.tenant_id == tenant_id, s.c.run_id == run_id)
+        .order_by(_byte_order(conn, s.c.match_key))
+    )
+    for row in _stream(conn, query):
+        kind, reference, payment, command, amount, currency, status, created = row[:8]
+        charge_id, charge_currency, posted_minor, flight = row[8:]
+        yield GatewayReversal(
+            ReversalKind(kind),
+            reference,
+            payment,
+            command,
+            amount,
+            currency,
+            ReversalStatus(status),
+            created,
+            charge_id,
+            charge_currency,
+            None if posted_minor is None else int(posted_minor),  # SUM: Decimal on PostgreSQL
+            bool(flight),
+        )
+
+
+def ledger_refund_records(
+    conn: Connection, tenant_id: str, from_ms: int, to_ms: int
+) -> Iterator[LedgerRefund]:
+    """The refunds billkeep made and recorded as succeeded at the gateway, created in the window,
+    by gateway reference (the match key `refund:{re}` sorts as the reference does)."""
+    r = refunds
+    query = (
+        sa.select(
+            r.c.charge_id,
+            r.c.id,
+            r.c.gateway_reference,
+            r.c.amount_minor,
+            r.c.currency,
+            r.c.created_at_ms,
+        )
+        .where(
+            r.c.tenant_id == tenant_id,
+            r.c.status == "succeeded",
+            r.c.gateway_reference.is_not(None),
+            r.c.created_at_ms >= from_ms,
+            r.c.created_at_ms < to_ms,
+        )
+        .order_by(_byte_order(conn, r.c.gateway_reference))
+    )
+    for charge_id, refund_id, reference, amount, currency, created in _stream(conn, query):
+        yield LedgerRefund(charge_id, refund_id, reference, amount, currency, created)

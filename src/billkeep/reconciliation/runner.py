@@ -33,15 +33,28 @@ from billkeep.reconciliation.matching import (
     MatchResult,
     match_records,
 )
+from billkeep.reconciliation.money_out import match_money_out
+from billkeep.reconciliation.money_out_records import reversal_match_key
 from billkeep.reconciliation.prefetch import prefetched
-from billkeep.reconciliation.records import gateway_records, ledger_records
-from billkeep.reconciliation.sources import GatewaySource, SourceFee, SourcePayment
+from billkeep.reconciliation.records import (
+    gateway_records,
+    gateway_reversal_records,
+    ledger_records,
+    ledger_refund_records,
+)
+from billkeep.reconciliation.sources import (
+    GatewaySource,
+    SourceFee,
+    SourcePayment,
+    SourceReversal,
+)
 from billkeep.storage.database import Database
 from billkeep.storage.tables.reconciliation import (
     reconciliation_breaks,
     reconciliation_runs,
     staged_gateway_fees,
     staged_gateway_payments,
+    staged_gateway_reversals,
 )
 
 __all__ = [
@@ -192,6 +205,13 @@ class ReconciliationRunner:
                 staged += len(fee_page)
                 if progress:
                     progress("gateway_fees", staged)
+        staged = 0
+        with closing(prefetched(source.reversals(lo, hi), chunk=1, depth=2)) as reversals:
+            for reversal_page in reversals:
+                self._write_page(_stage_reversals, tenant_id, run_id, reversal_page)
+                staged += len(reversal_page)
+                if progress:
+                    progress("gateway_reversals", staged)
         self._write(_analyze_staging)
 
     def _write_page(
@@ -217,6 +237,7 @@ class ReconciliationRunner:
         hi: int,
         progress: Progress | None,
     ) -> dict[str, Any]:
+        """Payments against charges, then money out (refunds, disputes) against the ledger."""
         tally = _Tally()
         batch: list[dict[str, Any]] = []
         config = MatchConfig(
@@ -232,20 +253,48 @@ class ReconciliationRunner:
             closing(prefetched(ledger_records(ledger_conn, tenant_id, lo, hi))) as ledger,
         ):
             results = match_records(gateway, ledger, config)
-            for result in _inside(results, from_ms, to_ms):
-                resolutions = self._heal(tenant_id, run_id, result)
-                tally.count(result, bool(resolutions))
-                if result.is_break:
-                    batch.append(self._break_row(tenant_id, run_id, result, resolutions))
-                if len(batch) >= self.config.break_batch_size:
-                    self._flush(batch)
-                seen += 1
-                if progress and seen % 1000 == 0:
-                    progress("matched", seen)
+            seen = self._consume(
+                tenant_id, run_id, results, from_ms, to_ms, tally, batch, seen, progress
+            )
+        # Read after the payments were healed: a charge a heal just settled is found there.
+        with (
+            self.db.read() as gateway_conn,
+            self.db.read() as ledger_conn,
+            closing(prefetched(gateway_reversal_records(gateway_conn, tenant_id, run_id))) as out,
+            closing(prefetched(ledger_refund_records(ledger_conn, tenant_id, lo, hi))) as booked,
+        ):
+            results = match_money_out(out, booked, config)
+            seen = self._consume(
+                tenant_id, run_id, results, from_ms, to_ms, tally, batch, seen, progress
+            )
         self._flush(batch)
         if progress:
             progress("matched", seen)
         return tally.summary
+
+    def _consume(
+        self,
+        tenant_id: str,
+        run_id: str,
+        results: Iterator[MatchResult],
+        from_ms: int,
+        to_ms: int,
+        tally: _Tally,
+        batch: list[dict[str, Any]],
+        seen: int,
+        progress: Progress | None,
+    ) -> int:
+        for result in _inside(results, from_ms, to_ms):
+            resolutions = self._heal(tenant_id, run_id, result)
+            tally.count(result, bool(resolutions))
+            if result.is_break:
+                batch.append(self._break_row(tenant_id, run_id, result, resolutions))
+            if len(batch) >= self.config.break_batch_size:
+                self._flush(batch)
+            seen += 1
+            if progress and seen % 1000 == 0:
+                progress("matched", seen)
+        return seen
 
     def _heal(self, tenant_id: str, run_id: str, result: MatchResult) -> list[str]:
         if not result.heals:
@@ -296,15 +345,20 @@ def _load_run(conn: Connection, tenant_id: str, run_id: str) -> Any:
 
 
 def _clear(conn: Connection, tenant_id: str, run_id: str) -> None:
-    for table in (staged_gateway_payments, staged_gateway_fees, reconciliation_breaks):
+    for table in (*_STAGING, reconciliation_breaks):
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id, table.c.run_id == run_id))
 
 
+_STAGING = (staged_gateway_payments, staged_gateway_fees, staged_gateway_reversals)
 _PAYMENT_COLUMNS = (
     "tenant_id", "run_id", "reference", "match_key", "command_ref", "amount_minor", "currency",
     "status", "charge_reference", "amount_refunded_minor", "created_ms",
 )  # fmt: skip
 _FEE_COLUMNS = ("tenant_id", "run_id", "balance_transaction", "charge_reference", "fee_minor")
+_REVERSAL_COLUMNS = (
+    "tenant_id", "run_id", "match_key", "kind", "reference", "payment_reference", "command_ref",
+    "amount_minor", "currency", "status", "created_ms",
+)  # fmt: skip
 
 
 def _copy_rows(
@@ -329,7 +383,7 @@ def _analyze_staging(conn: Connection) -> None:
     in seconds, faster than autovacuum notices; planned with stale row counts, the merge's fee
     join became a nested loop over every payment (quadratic: minutes at 50,000 rows)."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"ANALYZE {staged_gateway_payments.name}, {staged_gateway_fees.name}")
+        conn.exec_driver_sql(f"ANALYZE {', '.join(table.name for table in _STAGING)}")
 
 
 def _stage_payments(
@@ -366,10 +420,34 @@ def _stage_fees(conn: Connection, tenant_id: str, run_id: str, page: list[Source
     _copy_rows(conn, staged_gateway_fees, _FEE_COLUMNS, rows)
 
 
+def _stage_reversals(
+    conn: Connection, tenant_id: str, run_id: str, page: list[SourceReversal]
+) -> None:
+    if not page:
+        return
+    rows = (
+        (
+            tenant_id,
+            run_id,
+            reversal_match_key(r.kind, r.reference),
+            r.kind.value,
+            r.reference,
+            r.payment_reference,
+            r.command_ref,
+            r.amount_minor,
+            r.currency,
+            r.status.value,
+            r.created_ms,
+        )
+        for r in page
+    )
+    _copy_rows(conn, staged_gateway_reversals, _REVERSAL_COLUMNS, rows)
+
+
 def _complete(
     conn: Connection, tenant_id: str, run_id: str, summary: dict[str, Any], now_ms: int
 ) -> None:
-    for table in (staged_gateway_payments, staged_gateway_fees):
+    for table in _STAGING:
         conn.execute(table.delete().where(table.c.tenant_id == tenant_id, table.c.run_id == run_id))
     conn.execute(
         reconciliation_runs.update()

@@ -1,5 +1,6 @@
-"""Where a reconciliation reads the gateway's records: payment intents and their fees (balance
-transactions) created in a window, page by page, never all at once.
+"""Where a reconciliation reads the gateway's records: payment intents, their fees (balance
+transactions), and the money that left them (refunds, disputes) created in a window, page by
+page, never all at once.
 
 `GatewaySource` is the protocol; `StripeSource` reads Stripe (or the simulator) through the
 official `stripe` package against the gateway's api_base, `SimulatorStoreSource` reads a
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 import stripe
 
 from billkeep.reconciliation.matching import GatewayStatus
+from billkeep.reconciliation.money_out_records import ReversalKind, ReversalStatus
 
 __all__ = [
     "COMMAND_METADATA_KEY",
@@ -25,10 +27,13 @@ __all__ = [
     "SimulatorStoreSource",
     "SourceFee",
     "SourcePayment",
+    "SourceReversal",
     "StripeSource",
     "StripeSourceFactory",
     "fee_from_balance_transaction",
     "payment_from_intent",
+    "reversal_from_dispute",
+    "reversal_from_refund",
 ]
 
 COMMAND_METADATA_KEY = "billkeep_command"
@@ -60,6 +65,20 @@ class SourceFee:
     fee_minor: int
 
 
+@dataclass(frozen=True, slots=True)
+class SourceReversal:
+    """A refund (`re_...`) or dispute (`dp_...`): money leaving a payment at the gateway."""
+
+    kind: ReversalKind
+    reference: str
+    payment_reference: str | None
+    command_ref: str | None  # metadata[billkeep_command] of a refund billkeep made
+    amount_minor: int
+    currency: str
+    status: ReversalStatus
+    created_ms: int
+
+
 class GatewaySource(Protocol):
     def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
         """Pages of the payment intents created in [from_ms, to_ms)."""
@@ -67,6 +86,10 @@ class GatewaySource(Protocol):
 
     def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
         """Pages of the charge balance transactions created in [from_ms, to_ms)."""
+        ...
+
+    def reversals(self, from_ms: int, to_ms: int) -> Iterator[list[SourceReversal]]:
+        """Pages of the refunds, then the disputes, created in [from_ms, to_ms)."""
         ...
 
 
@@ -104,6 +127,51 @@ def fee_from_balance_transaction(txn: Any) -> SourceFee | None:
     if _get(txn, "type") != "charge" or not isinstance(source, str):
         return None
     return SourceFee(str(_get(txn, "id")), source, int(_get(txn, "fee") or 0))
+
+
+# Refund statuses: succeeded (gone), pending / requires_action (on its way), failed / canceled
+# (never left). A dispute takes the money when it opens, whatever happens to it later: billkeep
+# posts it then (payment_state.DisputeOpened), so every dispute counts as money out.
+_REFUND_STATUS = {
+    "succeeded": ReversalStatus.SUCCEEDED,
+    "failed": ReversalStatus.FAILED,
+    "canceled": ReversalStatus.FAILED,
+}
+
+
+def _reference(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    found = _get(value, "id")
+    return found if isinstance(found, str) else None
+
+
+def reversal_from_refund(refund: Any) -> SourceReversal:
+    metadata = _get(refund, "metadata") or {}
+    command = _get(metadata, COMMAND_METADATA_KEY)
+    return SourceReversal(
+        kind=ReversalKind.REFUND,
+        reference=str(_get(refund, "id")),
+        payment_reference=_reference(_get(refund, "payment_intent")),
+        command_ref=command if isinstance(command, str) and command else None,
+        amount_minor=int(_get(refund, "amount")),
+        currency=str(_get(refund, "currency")),
+        status=_REFUND_STATUS.get(str(_get(refund, "status")), ReversalStatus.PENDING),
+        created_ms=int(_get(refund, "created")) * 1000,
+    )
+
+
+def reversal_from_dispute(dispute: Any) -> SourceReversal:
+    return SourceReversal(
+        kind=ReversalKind.DISPUTE,
+        reference=str(_get(dispute, "id")),
+        payment_reference=_reference(_get(dispute, "payment_intent")),
+        command_ref=None,
+        amount_minor=int(_get(dispute, "amount")),
+        currency=str(_get(dispute, "currency")),
+        status=ReversalStatus.SUCCEEDED,
+        created_ms=int(_get(dispute, "created")) * 1000,
+    )
 
 
 def _pages(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -144,6 +212,15 @@ class StripeSource:
             fees = [fee_from_balance_transaction(txn) for txn in page]
             yield [fee for fee in fees if fee is not None]
 
+    def reversals(self, from_ms: int, to_ms: int) -> Iterator[list[SourceReversal]]:
+        window = self._window(from_ms, to_ms)
+        refunds = self._client.v1.refunds.list(params=window)  # type: ignore[arg-type]
+        for page in _pages(refunds.auto_paging_iter(), PAGE_SIZE):
+            yield [reversal_from_refund(refund) for refund in page]
+        disputes = self._client.v1.disputes.list(params=window)  # type: ignore[arg-type]
+        for page in _pages(disputes.auto_paging_iter(), PAGE_SIZE):
+            yield [reversal_from_dispute(dispute) for dispute in page]
+
 
 class _CredentialsStore(Protocol):
     def credentials(self, tenant_id: str, gateway_id: str) -> Any: ...
@@ -181,6 +258,10 @@ class SimulatorStoreSource:
         "created_s, json_extract(obj, '$.latest_charge')"
     )
     _FEE_FIELDS = "id, type, json_extract(obj, '$.source'), json_extract(obj, '$.fee')"
+    _REVERSAL_FIELDS = (
+        "id, json_extract(obj, '$.payment_intent'), json_extract(obj, '$.metadata'), "
+        "json_extract(obj, '$.amount'), json_extract(obj, '$.currency'), status, created_s"
+    )
 
     def __init__(self, core: Any, page_size: int = 5_000) -> None:
         self._core = core
@@ -218,6 +299,24 @@ class SimulatorStoreSource:
             ]
             yield [fee for fee in fees if fee is not None]
 
+    def reversals(self, from_ms: int, to_ms: int) -> Iterator[list[SourceReversal]]:
+        for kind, make in (("refund", reversal_from_refund), ("dispute", reversal_from_dispute)):
+            for rows in self._rows(kind, self._REVERSAL_FIELDS, from_ms, to_ms):
+                yield [make(_reversal_fields(row)) for row in rows]
+
+
+def _reversal_fields(row: Any) -> dict[str, Any]:
+    _seq, reference, payment, metadata, amount, currency, status, created = row
+    return {
+        "id": reference,
+        "payment_intent": _json_value(payment),
+        "metadata": _json_value(metadata) or {},
+        "amount": amount,
+        "currency": currency,
+        "status": status,
+        "created": created,
+    }
+
 
 def _json_value(value: Any) -> Any:
     """json_extract returns objects and arrays as JSON text, scalars as themselves."""
@@ -248,9 +347,11 @@ class InMemorySource:
         payments: Iterable[SourcePayment] = (),
         fees: Iterable[SourceFee] = (),
         page_size: int = 3,
+        reversals: Iterable[SourceReversal] = (),
     ) -> None:
         self.payment_list = list(payments)
         self.fee_list = list(fees)
+        self.reversal_list = list(reversals)
         self._page_size = page_size
 
     def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
@@ -259,6 +360,10 @@ class InMemorySource:
 
     def fees(self, from_ms: int, to_ms: int) -> Iterator[list[SourceFee]]:
         yield from _pages(self.fee_list, self._page_size)
+
+    def reversals(self, from_ms: int, to_ms: int) -> Iterator[list[SourceReversal]]:
+        chosen = (r for r in self.reversal_list if from_ms <= r.created_ms < to_ms)
+        yield from _pages(chosen, self._page_size)
 
 
 SourceFactory = Callable[[str, str], GatewaySource]

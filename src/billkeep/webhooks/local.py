@@ -12,13 +12,14 @@ to the ledger like any refund: the money left, and the books must say so.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from billkeep.domain.payment_state import (
+    Fact,
     PaymentState,
     PaymentStatus,
     PaymentSucceeded,
@@ -37,12 +38,14 @@ from billkeep.gateways.protocol import Outcome, PaymentResult
 from billkeep.storage.database import insert_ignoring_conflicts
 from billkeep.storage.tables.core import charges, refunds
 from billkeep.storage.tables.reconciliation import gateway_refunds
+from billkeep.webhooks.state_store import load_state, save_state
 
 __all__ = [
     "find_charge",
     "fold_local_knowledge",
     "has_unreferenced_refund_in_flight",
     "known_refund_ids",
+    "learn_facts",
     "sync_local",
 ]
 
@@ -131,6 +134,31 @@ def fold_local_knowledge(
     for reference, amount_minor in rows:
         state = apply(state, RefundObserved(reference, amount_minor, RefundStatus.SUCCEEDED)).state
     return state
+
+
+def learn_facts(
+    conn: Connection,
+    tenant_id: str,
+    gateway_id: str,
+    charge: Any,
+    reference: str,
+    facts: Sequence[Fact],
+    refund_commands: Mapping[str, str],
+    now_ms: int,
+) -> list[str]:
+    """Join facts about payment `reference` (of `charge`, whose row lock the caller holds) into
+    its stored state, move the local rows forward and save the state: what a webhook does with
+    an event's facts, for facts learned elsewhere (reconciliation). Returns what changed."""
+    state, exists = load_state(conn, tenant_id, gateway_id, reference)
+    state = fold_local_knowledge(conn, tenant_id, charge, state)
+    for fact in facts:
+        state = apply(state, fact).state
+    if state.status is PaymentStatus.SUCCEEDED and state.amount_received_minor is None:
+        # A refund or dispute proves the payment succeeded; the amount is the charge's.
+        state = apply(state, PaymentSucceeded(charge.amount_minor)).state
+    changes = sync_local(conn, tenant_id, gateway_id, charge, state, refund_commands, now_ms)
+    save_state(conn, tenant_id, gateway_id, charge.id, state, exists=exists, now_ms=now_ms)
+    return changes
 
 
 def sync_local(

@@ -10,6 +10,10 @@ from typing import Any
 import httpx
 import pytest
 import stripe
+from tests.integration.gateways.conftest import API_KEY
+
+from billkeep.reconciliation.money_out_records import ReversalKind, ReversalStatus
+from billkeep.reconciliation.sources import StripeSource
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "stripe" / "fixtures-subset.json"
 
@@ -306,3 +310,52 @@ def test_objects_have_stripe_fixture_shapes(shared_sim: Any) -> None:
             assert ours["data"]["object"]["id"] == dispute["id"]
         _assert_same_shape(ours, theirs, kind)
         assert ours["object"] == kind
+
+
+def test_disputes_list_by_creation_and_payment_and_retrieve(sim: Any) -> None:
+    """Reconciliation lists disputes by creation window (StripeSource.reversals)."""
+    client = sim.client()
+    first, second, undisputed = (_pay(client, "pm_card_visa", 700 + i) for i in range(3))
+    disputes = [
+        sim.control("POST", "/_sim/disputes", {"payment_intent": intent.id})
+        for intent in (first, second)
+    ]
+    listed = client.v1.disputes.list(params={"limit": 1})
+    assert listed.object == "list" and listed.url == "/v1/disputes" and listed.has_more
+    everything = client.v1.disputes.list(params={"limit": 1}).auto_paging_iter()
+    assert [d.id for d in everything] == [disputes[1]["id"], disputes[0]["id"]]
+    created = disputes[0]["created"]
+    window = {"created": {"gte": created, "lt": created + 3600}}
+    assert {d.id for d in client.v1.disputes.list(params=window).data} == {
+        d["id"] for d in disputes
+    }
+    assert client.v1.disputes.list(params={"created": {"lt": created}}).data == []
+    mine = client.v1.disputes.list(params={"payment_intent": first.id}).data
+    assert [(d.id, d.amount, d.payment_intent) for d in mine] == [
+        (disputes[0]["id"], 700, first.id)
+    ]
+    assert client.v1.disputes.list(params={"payment_intent": undisputed.id}).data == []
+    fetched = client.v1.disputes.retrieve(disputes[1]["id"])
+    assert isinstance(fetched, stripe.Dispute) and fetched.amount == 701
+
+
+def test_stripe_source_reads_refunds_and_disputes_of_a_window(sim: Any) -> None:
+    """The reconciliation's source, over HTTP with the official package."""
+    client = sim.client()
+    intent = _pay(client, "pm_card_visa", 900)
+    refund = client.v1.refunds.create(
+        params={"payment_intent": intent.id, "amount": 300, "metadata": {"billkeep_command": "c1"}}
+    )
+    dispute = sim.control("POST", "/_sim/disputes", {"payment_intent": intent.id})
+    source = StripeSource(API_KEY, sim.url)
+    created_ms = refund.created * 1000
+    found = [r for page in source.reversals(created_ms, created_ms + 60_000) for r in page]
+    by_kind = {r.kind: r for r in found if r.payment_reference == intent.id}
+    assert by_kind[ReversalKind.REFUND].reference == refund.id
+    assert by_kind[ReversalKind.REFUND].amount_minor == 300
+    assert by_kind[ReversalKind.REFUND].command_ref == "c1"
+    assert by_kind[ReversalKind.REFUND].status is ReversalStatus.SUCCEEDED
+    assert by_kind[ReversalKind.DISPUTE].reference == dispute["id"]
+    assert by_kind[ReversalKind.DISPUTE].amount_minor == 900  # the simulator disputes it all
+    before = [r for page in source.reversals(0, created_ms - 1000) for r in page]
+    assert intent.id not in {r.payment_reference for r in before}

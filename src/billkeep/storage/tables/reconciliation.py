@@ -16,6 +16,7 @@ __all__ = [
     "reconciliation_runs",
     "staged_gateway_fees",
     "staged_gateway_payments",
+    "staged_gateway_reversals",
     "webhook_events",
 ]
 
@@ -181,4 +182,23 @@ sa.Index(
     staged_gateway_fees.c.tenant_id,
     staged_gateway_fees.c.run_id,
     staged_gateway_fees.c.charge_reference,
+)
+
+# The window's refunds and disputes (money leaving at the gateway), read back ORDER BY match_key
+# (`refund:{re}` / `dispute:{dp}`, the ledger entry's key). Rows are deleted when the run ends.
+staged_gateway_reversals = sa.Table(
+    "staged_gateway_reversals",
+    metadata,
+    tenant_column(),
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("match_key", sa.String(MAX_REFERENCE_LENGTH), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("reference", sa.String(MAX_REFERENCE_LENGTH), nullable=False),
+    sa.Column("payment_reference", sa.String(MAX_REFERENCE_LENGTH), nullable=True),
+    sa.Column("command_ref", sa.String(MAX_REFERENCE_LENGTH), nullable=True),
+    sa.Column("amount_minor", sa.BigInteger(), nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    time_column("created_ms"),
+    sa.PrimaryKeyConstraint("tenant_id", "run_id", "match_key"),
 )

@@ -4,7 +4,8 @@ Every tenant of the simulation uses the one `SimulatorCore`, as if each had its 
 account. The account an object belongs to is its `metadata[billkeep_tenant]`: the adapter writes it
 on everything billkeep makes, and the simulation's outside actors (dashboard refunds, payments
 made outside billkeep) write it too, standing for "made in that tenant's gateway account". Balance
-transactions (fees) carry no metadata: they belong to the account of the payment they book.
+transactions (fees) carry no metadata: they belong to the account of the payment they book; a
+refund or dispute belongs to the account of its payment intent.
 
 The read is a network call: it takes latency, is a yield point (other actors run while the
 listing is on the wire, so the ledger may move on after the gateway was read: a run works on a
@@ -27,8 +28,11 @@ from billkeep.gateways.simulator import SimulatorCore
 from billkeep.reconciliation.sources import (
     SourceFee,
     SourcePayment,
+    SourceReversal,
     fee_from_balance_transaction,
     payment_from_intent,
+    reversal_from_dispute,
+    reversal_from_refund,
 )
 from billkeep.sim.gateway import TENANT_METADATA_KEY
 
@@ -61,17 +65,29 @@ class ReadFaults:
         return self.rng.randint(0, self.max_latency_ms)
 
 
-def tenant_objects(core: SimulatorCore, tenant_id: str) -> tuple[list[Any], list[Any]]:
-    """The tenant's payment intents and charge balance transactions, in creation order."""
+@dataclass(frozen=True)
+class TenantObjects:
+    """One tenant's account as read at one moment, each kind in creation order."""
+
+    intents: list[Any]
+    fees: list[Any]  # charge balance transactions
+    refunds: list[Any]
+    disputes: list[Any]
+
+
+def tenant_objects(core: SimulatorCore, tenant_id: str) -> TenantObjects:
+    """The tenant's payment intents, balance transactions, refunds and disputes."""
     with core.store.read() as tx:
         rows = tx.conn.execute(
             "SELECT kind, obj FROM objects WHERE kind IN"
-            " ('payment_intent', 'charge', 'balance_transaction') ORDER BY seq"
+            " ('payment_intent', 'charge', 'balance_transaction', 'refund', 'dispute')"
+            " ORDER BY seq"
         ).fetchall()
     intents: list[Any] = []
     charge_owner: dict[str, str | None] = {}
     intent_owner: dict[str, str | None] = {}
     txns: list[Any] = []
+    reversals: dict[str, list[Any]] = {"refund": [], "dispute": []}
     for kind, raw in rows:
         obj = json.loads(raw)
         if kind == "payment_intent":
@@ -81,10 +97,12 @@ def tenant_objects(core: SimulatorCore, tenant_id: str) -> tuple[list[Any], list
                 intents.append(obj)
         elif kind == "charge":
             charge_owner[obj["id"]] = intent_owner.get(str(obj.get("payment_intent")))
-        else:
+        elif kind == "balance_transaction":
             txns.append(obj)
+        elif intent_owner.get(str(obj.get("payment_intent"))) == tenant_id:
+            reversals[kind].append(obj)  # a payment intent is stored before its refunds
     fees = [t for t in txns if charge_owner.get(str(t.get("source"))) == tenant_id]
-    return intents, fees
+    return TenantObjects(intents, fees, reversals["refund"], reversals["dispute"])
 
 
 class SimTenantSource:
@@ -96,10 +114,11 @@ class SimTenantSource:
         self._factory = factory
         self._tenant_id = tenant_id
         self._fees: list[SourceFee] = []
+        self._reversals: list[SourceReversal] = []
 
     def payments(self, from_ms: int, to_ms: int) -> Iterator[list[SourcePayment]]:
         """Reads the listing now (on the wire), then hands out pages (one may fail)."""
-        payments, self._fees, fail_at = self._factory.read(self._tenant_id)
+        payments, self._fees, self._reversals, fail_at = self._factory.read(self._tenant_id)
         chosen = [p for p in payments if from_ms <= p.created_ms < to_ms]
         return _pages(chosen, fail_at)
 
@@ -107,6 +126,11 @@ class SimTenantSource:
         # The fees of the account as read with the payments; the run joins them to the staged
         # payments by charge, so fees of payments outside the window are ignored there.
         return _pages(self._fees, None)
+
+    def reversals(self, from_ms: int, to_ms: int) -> Iterator[list[SourceReversal]]:
+        # The refunds and disputes as read with the payments (one snapshot of the account).
+        chosen = [r for r in self._reversals if from_ms <= r.created_ms < to_ms]
+        return _pages(chosen, None)
 
 
 def _pages(items: list[Any], fail_at_page: int | None) -> Iterator[list[Any]]:
@@ -135,19 +159,23 @@ class SimTenantSourceFactory:
     def __call__(self, tenant_id: str, gateway_id: str) -> SimTenantSource:
         return SimTenantSource(self, tenant_id)
 
-    def read(self, tenant_id: str) -> tuple[list[SourcePayment], list[SourceFee], int | None]:
+    def read(
+        self, tenant_id: str
+    ) -> tuple[list[SourcePayment], list[SourceFee], list[SourceReversal], int | None]:
         """The listing on the wire: latency, a yield point before and after, maybe a failure."""
         self._clock.advance(self._faults.latency_ms())
         self._yield("gateway:reconcile_list:request")
         self.reads += 1
         if self._faults.fails("reconcile_list:before_first_page"):
             raise GatewayLookupFailed("sim: listing timed out")
-        intents, txns = tenant_objects(self._core, tenant_id)
-        payments = [payment_from_intent(intent) for intent in intents]
-        fees = [fee for fee in map(fee_from_balance_transaction, txns) if fee is not None]
+        found = tenant_objects(self._core, tenant_id)
+        payments = [payment_from_intent(intent) for intent in found.intents]
+        fees = [fee for fee in map(fee_from_balance_transaction, found.fees) if fee is not None]
+        reversals = [reversal_from_refund(r) for r in found.refunds]
+        reversals += [reversal_from_dispute(d) for d in found.disputes]
         fail_at: int | None = None
         pages = -(-len(payments) // SOURCE_PAGE_SIZE)
         if pages > 1 and self._faults.fails("reconcile_list:later_page"):
             fail_at = self._faults.rng.randint(1, pages - 1)
         self._yield("gateway:reconcile_list:answered")
-        return payments, fees, fail_at
+        return payments, fees, reversals, fail_at
