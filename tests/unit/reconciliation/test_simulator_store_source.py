@@ -9,15 +9,19 @@ from billkeep.domain.clock import ManualClock
 from billkeep.gateways.simulator import SimConfig, SimStore, SimulatorCore
 from billkeep.gateways.simulator.params import (
     form_from_json,
+    parse_dispute_create,
     parse_payment_intent_create,
     parse_refund_create,
 )
 from billkeep.gateways.simulator.store import ListWindow
 from billkeep.reconciliation.matching import GatewayStatus
+from billkeep.reconciliation.money_out_records import ReversalKind, ReversalStatus
 from billkeep.reconciliation.sources import (
     SimulatorStoreSource,
     fee_from_balance_transaction,
     payment_from_intent,
+    reversal_from_dispute,
+    reversal_from_refund,
 )
 
 START_MS = 1_767_225_600_000
@@ -71,4 +75,31 @@ def test_fast_extraction_equals_the_mapping_of_full_objects(tmp_path: Path) -> N
     # Outside the window: nothing.
     assert [
         p for page in source.payments(START_MS + DAY_MS, START_MS + 2 * DAY_MS) for p in page
+    ] == []
+
+
+def test_fast_reversals_equal_the_mapping_of_full_refunds_and_disputes(tmp_path: Path) -> None:
+    clock = ManualClock(START_MS)
+    core = SimulatorCore(SimStore(str(tmp_path / "sim.db")), clock, SimConfig(seed=4))
+    refunded = _pay(core, "pm_card_visa", 1_000, "cmd_a")
+    disputed = _pay(core, "pm_card_visa", 2_000, None)
+    refund_form = {"payment_intent": refunded, "amount": 300, "metadata": {"billkeep_command": "c"}}
+    core.create_refund(parse_refund_create(form_from_json(refund_form)))
+    core.create_refund(parse_refund_create(form_from_json({"payment_intent": refunded})))
+    core.create_dispute(parse_dispute_create(form_from_json({"payment_intent": disputed})))
+
+    source = SimulatorStoreSource(core, page_size=1)
+    window = (START_MS - DAY_MS, START_MS + DAY_MS)
+    fast = [r for page in source.reversals(*window) for r in page]
+    expected = [reversal_from_refund(o) for o in _full_objects(core, "refund")]
+    expected += [reversal_from_dispute(o) for o in _full_objects(core, "dispute")]
+    assert sorted(fast, key=repr) == sorted(expected, key=repr)
+    assert sorted((r.kind, r.amount_minor, r.command_ref) for r in fast) == [
+        (ReversalKind.DISPUTE, 2_000, None),
+        (ReversalKind.REFUND, 300, "c"),
+        (ReversalKind.REFUND, 700, None),
+    ]
+    assert {r.status for r in fast} == {ReversalStatus.SUCCEEDED}
+    assert [
+        r for page in source.reversals(START_MS + DAY_MS, START_MS + 2 * DAY_MS) for r in page
     ] == []
