@@ -7,11 +7,11 @@ Actions:
   a failing first or later page). Sometimes a concurrent duplicate of the same key, a second run
   with another key over an overlapping window, or the same key asked again later (a replay).
 - `outside_payment`: a payment made in the tenant's gateway account outside billkeep.
-- `dashboard_refund`, `dispute`: money leaving one of billkeep's payments at the gateway. Only
-  drawn when something in the run learns them (the webhook extension): reconciliation reads payment
-  intents and fees only, so without webhooks the ledger never hears of them and the final I4
-  check would fail by design (docs/verification.md, "Reconciliation does not see refunds or
-  disputes").
+- `dashboard_refund`, `dispute`: money leaving one of billkeep's payments at the gateway.
+  Reconciliation reads refunds and disputes too and heals them (as a webhook would), so the final
+  I4 check holds with or without the webhook extension in the run. They are drawn only when the
+  extension named by `MONEY_OUT_DRAWN_WITH` is in the run, so that runs without it keep the
+  action stream (and the seeds pinned on it) they had before reconciliation learned them.
 
 Recovery: once faults stop and every command is final, the clock passes the grace period,
 the gateway settles what is due, and each tenant runs a final reconciliation (healing) over the
@@ -66,8 +66,9 @@ WEIGHTS = {
     "dashboard_refund": 0.3,
     "dispute": 0.12,
 }
-# The extension that learns refunds and disputes made at the gateway (see the module docstring).
-LEARNS_MONEY_OUT = "webhooks"
+# Dashboard refunds and disputes are drawn when this extension is in the run too (the module
+# docstring says why); tests/e2e/sim/test_reconciliation.py draws them without it.
+MONEY_OUT_DRAWN_WITH = "webhooks"
 
 
 class ReconciliationExtension:
@@ -84,8 +85,8 @@ class ReconciliationExtension:
         )
         if money_out is None:
             options = getattr(world, "options", None)
-            money_out = LEARNS_MONEY_OUT in getattr(options, "extensions", frozenset())
-        self.money_out = money_out
+            money_out = MONEY_OUT_DRAWN_WITH in getattr(options, "extensions", frozenset())
+        self.money_out = money_out  # draw dashboard refunds and disputes
         self.sources = SimTenantSourceFactory(
             world.core, world.clock, self.read_faults, world.scheduler.yield_point
         )
