@@ -212,9 +212,7 @@ def stripe_routes() -> list[Route]:
             ),
         ),
         _route("/v1/balance_transactions/{id}", "GET", _retrieve("balance_transaction")),
-        _route(
-            "/v1/disputes", "GET", _list("dispute", "/v1/disputes", {"payment_intent": "ref"})
-        ),
+        _route("/v1/disputes", "GET", _list("dispute", "/v1/disputes", {"payment_intent": "ref"})),
         _route("/v1/disputes/{id}", "GET", _retrieve("dispute")),
         _route("/v1/events", "GET", _list("event", "/v1/events", {"type": "type"})),
         _route("/v1/events/{id}", "GET", _retrieve("event")),
