@@ -158,6 +158,9 @@ def gateway_reversal_records(
     """The staged refunds and disputes, each with what the ledger holds for it: the local charge
     of its payment, the amount of its `kind:reference` entry (any age: a fact learned later than
     the window is still learned), and whether a billkeep refund of that charge is in flight."""
+    # Index lookups per staged row (charges by reference, entries by key, postings and refunds
+    # by their primary / charge index): a window holds far fewer refunds and disputes than
+    # payments, so the per-row subqueries the payments' merge avoids are cheap here.
     s, c, j, p, r = staged_gateway_reversals, charges, journal_entries, postings, refunds
     posted = (
         sa.select(sa.func.sum(p.c.amount_minor))
