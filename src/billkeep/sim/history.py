@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ClientHistory", "Intent", "Observation"]
+from billkeep.domain.errors import BillkeepError
+
+if TYPE_CHECKING:
+    from billkeep.domain.clock import Clock
+    from billkeep.engine.service import Billkeep
+
+__all__ = ["ClientHistory", "Intent", "Observation", "observe_call"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +64,29 @@ class ClientHistory:
 
     def by_number(self, number: int) -> Intent:
         return self.intents[number]
+
+
+def observe_call(bk: Billkeep, clock: Clock, intent: Intent, actor: str) -> Observation:
+    """Send `intent` as `actor` and return what the client was told (an answer or a refusal)."""
+    try:
+        result = bk.execute(
+            intent.tenant_id,
+            intent.operation,
+            intent.request,
+            idempotency_key=intent.key,
+            actor=actor,
+        )
+    except BillkeepError as exc:
+        return Observation(
+            clock.now_ms(), actor, exc.code, exc.status, command_id=getattr(exc, "command_id", None)
+        )
+    return Observation(
+        clock.now_ms(),
+        actor,
+        "result",
+        result.status,
+        result.body_text,
+        result.final,
+        result.command_id,
+        result.replayed,
+    )

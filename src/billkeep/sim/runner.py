@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from billkeep.domain import ids
 from billkeep.domain.clock import ManualClock
 from billkeep.domain.commands import FINAL_STATES
-from billkeep.domain.errors import BillkeepError, NotFound
+from billkeep.domain.errors import NotFound
 from billkeep.engine import command_store, crashpoints
 from billkeep.engine.service import Billkeep
 from billkeep.engine.steps import EngineConfig
@@ -38,7 +38,7 @@ from billkeep.sim.digest import database_digest, gateway_digest, trace_digest
 from billkeep.sim.extension import EXTENSION_FACTORIES, SimAction, SimExtension
 from billkeep.sim.faults import FaultProfile, YieldPolicy
 from billkeep.sim.gateway import GatewayFaults, GatewayRecords, SimGatewayDirectory
-from billkeep.sim.history import ClientHistory, Intent, Observation
+from billkeep.sim.history import ClientHistory, Intent, observe_call
 from billkeep.sim.mutations import apply_mutation
 from billkeep.sim.scheduler import Actor, ActorState, Scheduler, SimulatedCrash
 from billkeep.storage.database import Database
@@ -266,36 +266,11 @@ class Simulation:
             self.trace.append(f"setup {extension.name}")
 
     # --- clients and workers -----------------------------------------------------------------------
-    def _call(self, intent: Intent, actor: str) -> Observation:
-        now_ms = self.clock.now_ms
-        try:
-            result = self.bk.execute(
-                intent.tenant_id,
-                intent.operation,
-                intent.request,
-                idempotency_key=intent.key,
-                actor=actor,
-            )
-        except BillkeepError as exc:
-            return Observation(
-                now_ms(), actor, exc.code, exc.status, command_id=getattr(exc, "command_id", None)
-            )
-        return Observation(
-            now_ms(),
-            actor,
-            "result",
-            result.status,
-            result.body_text,
-            result.final,
-            result.command_id,
-            result.replayed,
-        )
-
     def submit(self, intent: Intent, *, stale_read: bool = False) -> Actor:
         name = f"client-{self._next('client')}"
 
         def body() -> None:
-            observation = self._call(intent, name)
+            observation = observe_call(self.bk, self.clock, intent, name)
             intent.observations.append(observation)
             self._note(
                 f"{name} intent {intent.number} -> {observation.kind} {observation.status}"

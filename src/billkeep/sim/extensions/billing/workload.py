@@ -42,7 +42,6 @@ from billkeep.billing.operations import register_billing
 from billkeep.billing.runs import BillingWorkerHook, run_billing_cycle
 from billkeep.billing.usage_ingest import IngestResult, ingest_usage_events
 from billkeep.domain.clock import ms_to_rfc3339
-from billkeep.domain.errors import BillkeepError
 from billkeep.sim.auditor import GatewayView, Violation
 from billkeep.sim.extension import SimAction, SimWorld
 from billkeep.sim.extensions.billing import audit, stale
@@ -53,7 +52,7 @@ from billkeep.sim.extensions.billing.facts import (
     SimSubscription,
     month_start_ms,
 )
-from billkeep.sim.history import Intent, Observation
+from billkeep.sim.history import Intent, observe_call
 from billkeep.storage.tables.billing import invoice_attempts, invoices, subscriptions
 from billkeep.storage.tables.core import customers
 
@@ -470,7 +469,7 @@ class BillingExtension:
         self._maybe_stale(name)
 
         def body() -> None:
-            observation = self._call(intent, name)
+            observation = observe_call(self.world.bk, self.world.clock, intent, name)
             intent.observations.append(observation)
             world.note(
                 f"{name} intent {intent.number} -> {observation.kind} {observation.status}"
@@ -480,31 +479,6 @@ class BillingExtension:
         world.note(f"submit {name} intent {intent.number} billing_run.create {intent.key}")
         self._snapshot()
         world.spawn_actor(name, body)
-
-    def _call(self, intent: Intent, actor: str) -> Observation:
-        now_ms = self.world.clock.now_ms
-        try:
-            result = self.world.bk.execute(
-                intent.tenant_id,
-                intent.operation,
-                intent.request,
-                idempotency_key=intent.key,
-                actor=actor,
-            )
-        except BillkeepError as exc:
-            return Observation(
-                now_ms(), actor, exc.code, exc.status, command_id=getattr(exc, "command_id", None)
-            )
-        return Observation(
-            now_ms(),
-            actor,
-            "result",
-            result.status,
-            result.body_text,
-            result.final,
-            result.command_id,
-            result.replayed,
-        )
 
     def act_worker_cycle(self) -> None:
         world = self.world

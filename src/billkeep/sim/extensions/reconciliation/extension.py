@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from billkeep.domain.clock import ms_to_rfc3339
-from billkeep.domain.errors import BillkeepError
 from billkeep.gateways.simulator.errors import StripeError
 from billkeep.gateways.simulator.params import DisputeCreate, PaymentIntentCreate, RefundCreate
 from billkeep.reconciliation.operation import OPERATION, install
@@ -40,7 +39,7 @@ from billkeep.sim.extensions.reconciliation.audit import (
 )
 from billkeep.sim.extensions.reconciliation.source import ReadFaults, SimTenantSourceFactory
 from billkeep.sim.gateway import TENANT_METADATA_KEY
-from billkeep.sim.history import Intent, Observation
+from billkeep.sim.history import Intent, observe_call
 from billkeep.sim.scheduler import Actor
 
 __all__ = ["SIM_RECONCILIATION_CONFIG", "ReconciliationExtension"]
@@ -217,32 +216,7 @@ class ReconciliationExtension:
         world = self.world
 
         def body() -> None:
-            try:
-                result = world.bk.execute(
-                    intent.tenant_id,
-                    intent.operation,
-                    intent.request,
-                    idempotency_key=intent.key,
-                    actor=name,
-                )
-                observation = Observation(
-                    world.clock.now_ms(),
-                    name,
-                    "result",
-                    result.status,
-                    result.body_text,
-                    result.final,
-                    result.command_id,
-                    result.replayed,
-                )
-            except BillkeepError as exc:
-                observation = Observation(
-                    world.clock.now_ms(),
-                    name,
-                    exc.code,
-                    exc.status,
-                    command_id=getattr(exc, "command_id", None),
-                )
+            observation = observe_call(world.bk, world.clock, intent, name)
             intent.observations.append(observation)
             world.note(
                 f"{name} intent {intent.number} -> {observation.kind} {observation.status}"
