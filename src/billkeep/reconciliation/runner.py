@@ -190,41 +190,51 @@ class ReconciliationRunner:
         hi: int,
         progress: Progress | None,
     ) -> None:
-        staged = 0
-        # The next page is read (from the gateway) while this one is written.
-        with closing(prefetched(source.payments(lo, hi), chunk=1, depth=2)) as payments:
-            for page in payments:
-                self._write_page(_stage_payments, tenant_id, run_id, page)
-                staged += len(page)
-                if progress:
-                    progress("gateway_payments", staged)
-        staged = 0
-        with closing(prefetched(source.fees(lo, hi), chunk=1, depth=2)) as fees:
-            for fee_page in fees:
-                self._write_page(_stage_fees, tenant_id, run_id, fee_page)
-                staged += len(fee_page)
-                if progress:
-                    progress("gateway_fees", staged)
-        staged = 0
-        with closing(prefetched(source.reversals(lo, hi), chunk=1, depth=2)) as reversals:
-            for reversal_page in reversals:
-                self._write_page(_stage_reversals, tenant_id, run_id, reversal_page)
-                staged += len(reversal_page)
-                if progress:
-                    progress("gateway_reversals", staged)
+        # Each listing is asked for only once the previous kind is staged (a source may read the
+        # gateway as soon as it is asked).
+        self._stage_stream(
+            "gateway_payments",
+            lambda: source.payments(lo, hi),
+            _stage_payments,
+            tenant_id,
+            run_id,
+            progress,
+        )
+        self._stage_stream(
+            "gateway_fees", lambda: source.fees(lo, hi), _stage_fees, tenant_id, run_id, progress
+        )
+        self._stage_stream(
+            "gateway_reversals",
+            lambda: source.reversals(lo, hi),
+            _stage_reversals,
+            tenant_id,
+            run_id,
+            progress,
+        )
         self._write(_analyze_staging)
 
-    def _write_page(
+    def _stage_stream(
         self,
+        phase: str,
+        listing: Callable[[], Iterator[Any]],
         stage: Callable[[Connection, str, str, Any], None],
         tenant_id: str,
         run_id: str,
-        page: Any,
+        progress: Progress | None,
     ) -> None:
-        def work(conn: Connection) -> None:
-            stage(conn, tenant_id, run_id, page)
+        """Write one kind of gateway record page by page, each page in its own transaction."""
+        staged = 0
+        # The next page is read (from the gateway) while this one is written.
+        with closing(prefetched(listing(), chunk=1, depth=2)) as pages:
+            for page in pages:
 
-        self._write(work)
+                def work(conn: Connection, page: Any = page) -> None:
+                    stage(conn, tenant_id, run_id, page)
+
+                self._write(work)
+                staged += len(page)
+                if progress:
+                    progress(phase, staged)
 
     # -- merge -------------------------------------------------------------------------------
     def _merge(
